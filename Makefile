@@ -1,0 +1,43 @@
+# Each target sets up what it needs: a fresh clone only needs `make demo` or `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
+SOURCES := aioreqctx tests examples bench
+
+.PHONY: demo test lint typecheck pytest test-all bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/python examples/demo.py
+
+test: lint typecheck pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check $(SOURCES)
+	$(VENV)/bin/ruff format --check $(SOURCES)
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy --strict $(SOURCES)
+
+pytest: $(VENV)/.installed
+	$(VENV)/bin/pytest
+
+# pytest on every CPython 3.11+ that pyenv has, each in its own .venv-<version>.
+test-all:
+	@found=0; for dir in $(PYENV_ROOT)/versions/*; do \
+	  py=$$dir/bin/python; \
+	  [ -x $$py ] && $$py -c 'import sys; sys.exit(sys.version_info < (3, 11) or hasattr(sys, "pypy_version_info"))' 2>/dev/null || continue; \
+	  found=1; version=$$(basename $$dir); echo "=== Python $$version ==="; \
+	  $(MAKE) --no-print-directory pytest PYTHON=$$py VENV=.venv-$$version || exit 1; \
+	done; [ $$found = 1 ] || { echo "no Python 3.11+ under $(PYENV_ROOT)/versions"; exit 1; }
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python bench/tasks.py
+
+clean:
+	rm -rf .venv .venv-* .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

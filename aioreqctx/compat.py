@@ -1,0 +1,61 @@
+"""The aiotask-context 0.6.1 names that only exist so ``import aioreqctx as context`` works.
+
+Nothing else in aioreqctx builds on this module. New code should use ``aioreqctx.get``/``set``,
+the three task factories, ``task_factory_for`` and ``aioreqctx.inheritance``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from . import inheritance
+from .factories import spawn
+from .store import Context
+
+PY37 = True
+"""Always true: aiotask-context used it to pick an asyncio API; aioreqctx needs 3.11+."""
+
+logger = logging.getLogger("aioreqctx")
+
+
+def asyncio_current_task(loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Task[Any] | None:
+    """The running task, or None (not RuntimeError) when no loop is running."""
+    try:
+        return asyncio.current_task(loop)
+    except RuntimeError:
+        return None
+
+
+def dict_context_factory(
+    parent_context: Context | None = None, copy_context: bool = False
+) -> Context:
+    """aiotask-context's dict policy: the parent's dict itself, or a deep copy of it."""
+    if copy_context:
+        return inheritance.copy_of(parent_context)
+    return inheritance.share(parent_context)
+
+
+def chainmap_context_factory(parent_context: Context | None = None) -> Context:
+    """aiotask-context's ChainMap policy: a new layer over the parent's mapping."""
+    return inheritance.layer_over(parent_context)
+
+
+def task_factory(
+    loop: asyncio.AbstractEventLoop,
+    coro: Coroutine[Any, Any, Any],
+    copy_context: bool = False,
+    context_factory: Callable[[Context | None], Context] | None = None,
+    **kwargs: Any,
+) -> asyncio.Future[Any]:
+    """Child tasks share their parent's context (aiotask-context's default factory).
+
+    ``copy_context`` and ``context_factory`` are aiotask-context's ways to choose another
+    policy; ``copying_task_factory``, ``chainmap_task_factory`` and ``task_factory_for`` say it
+    more plainly.
+    """
+    if context_factory is None:
+        context_factory = inheritance.copy_of if copy_context else inheritance.share
+    return spawn(loop, coro, kwargs, context_factory)

@@ -1,0 +1,158 @@
+"""Task factories that give each spawned task its context, on every asyncio from 3.11 to 3.14.
+
+What ``loop.create_task`` hands a factory has changed from release to release (platform notes
+§1.1): nothing, ``context=`` only when given, ``name=`` (3.13.3 and 3.14), ``eager_start=``
+(3.14, aiohttp 3.14's connection tasks), and uvloop passes ``context=None`` and, on 3.13+,
+``eager_start=None`` on every call. So a factory takes ``(loop, coro, **kwargs)``, treats
+``None`` as "not given" and forwards the rest to the task it builds.
+
+The child's mapping is prepared in the parent's context and installed with a ``ContextVar``
+set/reset around the task's construction: the task copies the context when it is built, so
+even an eager task's first step, which runs inside the constructor, already sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Coroutine
+from contextvars import Context as VarContext
+from typing import Any, Literal, Protocol
+
+from . import inheritance
+from .inheritance import Inherit
+from .store import Context, current_mapping
+
+EAGER_TASKS_SUPPORTED = sys.version_info >= (3, 12)
+
+Mode = Literal["share", "copy", "chain"]
+_POLICIES: dict[Mode, Inherit] = {
+    "share": inheritance.share,
+    "copy": inheritance.copy_of,
+    "chain": inheritance.layer_over,
+}
+
+
+class TaskFactory(Protocol):
+    """What ``loop.set_task_factory`` accepts."""
+
+    def __call__(
+        self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], /, **kwargs: Any
+    ) -> asyncio.Future[Any]: ...
+
+
+def spawn(
+    loop: asyncio.AbstractEventLoop,
+    coro: Coroutine[Any, Any, Any],
+    kwargs: dict[str, Any],
+    inherit: Inherit,
+    *,
+    eager: bool = False,
+    inner: TaskFactory | None = None,
+) -> asyncio.Future[Any]:
+    """Build the task for ``coro`` with its context derived from the caller's by ``inherit``."""
+    try:
+        if kwargs:
+            _drop_unset(kwargs)
+        if eager and "eager_start" not in kwargs:
+            kwargs["eager_start"] = True
+        caller_context: VarContext | None = kwargs.get("context")
+        if caller_context is not None:
+            mapping = _mapping_of(caller_context, inherit)
+            task = _build(loop, coro, kwargs, inner)
+        else:
+            parent = current_mapping.get(None) if asyncio.current_task(loop) is not None else None
+            mapping = inherit(parent)
+            if mapping is parent:
+                task = _build(loop, coro, kwargs, inner)
+            else:
+                token = current_mapping.set(mapping)
+                try:
+                    task = _build(loop, coro, kwargs, inner)
+                finally:
+                    current_mapping.reset(token)
+    except BaseException:
+        if asyncio.iscoroutine(coro):
+            coro.close()
+        raise
+    task.context = mapping  # type: ignore[attr-defined]
+    return task
+
+
+def _drop_unset(kwargs: dict[str, Any]) -> None:
+    for key in [key for key, value in kwargs.items() if value is None]:
+        del kwargs[key]
+    if not EAGER_TASKS_SUPPORTED:
+        kwargs.pop("eager_start", None)
+
+
+def _build(
+    loop: asyncio.AbstractEventLoop,
+    coro: Coroutine[Any, Any, Any],
+    kwargs: dict[str, Any],
+    inner: TaskFactory | None,
+) -> asyncio.Future[Any]:
+    if inner is None:
+        return asyncio.Task(coro, loop=loop, **kwargs)
+    return inner(loop, coro, **kwargs)
+
+
+def _mapping_of(caller_context: VarContext, inherit: Inherit) -> Context | None:
+    """The task runs in exactly the Context its caller passed; give it a mapping if it has none.
+
+    A Context that is running right now (``task.get_context()`` of the current task) cannot be
+    entered to install one; it is left alone and ``aioreqctx.set`` creates the mapping later.
+    """
+    mapping = caller_context.get(current_mapping)
+    if mapping is None:
+        root = inherit(None)
+        try:
+            caller_context.run(current_mapping.set, root)
+        except RuntimeError:
+            return None
+        mapping = root
+    return mapping
+
+
+def task_factory_for(
+    mode: Mode = "share", *, eager: bool = False, inner: TaskFactory | None = None
+) -> TaskFactory:
+    """A factory with the given inheritance, optionally eager and/or wrapping another factory.
+
+    ``mode``: ``"share"`` (``task_factory``), ``"copy"`` (``copying_task_factory``) or
+    ``"chain"`` (``chainmap_task_factory``). ``eager=True`` starts tasks eagerly (Python 3.12+)
+    unless the caller says otherwise; unlike ``asyncio.eager_task_factory`` it also works under
+    uvloop. ``inner`` builds the task (for example another library's factory); this factory
+    only prepares the context around it.
+    """
+    if mode not in _POLICIES:
+        raise ValueError(f"mode must be one of {sorted(_POLICIES)}, not {mode!r}")
+    if eager and not EAGER_TASKS_SUPPORTED:
+        raise ValueError(
+            "eager tasks need Python 3.12 or newer; build the factory with eager=False here"
+        )
+    if inner is not None and not callable(inner):
+        raise TypeError(f"inner must be a task factory (loop, coro, **kwargs), not {inner!r}")
+    inherit = _POLICIES[mode]
+
+    def factory(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], /, **kwargs: Any
+    ) -> asyncio.Future[Any]:
+        return spawn(loop, coro, kwargs, inherit, eager=eager, inner=inner)
+
+    factory.__name__ = factory.__qualname__ = f"{mode}_task_factory" + ("_eager" if eager else "")
+    return factory
+
+
+def copying_task_factory(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any
+) -> asyncio.Future[Any]:
+    """Each child task gets a deep copy of its parent's context, taken when it is created."""
+    return spawn(loop, coro, kwargs, inheritance.copy_of)
+
+
+def chainmap_task_factory(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any
+) -> asyncio.Future[Any]:
+    """Each child task gets a ChainMap layer over its parent's context."""
+    return spawn(loop, coro, kwargs, inheritance.layer_over)

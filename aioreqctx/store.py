@@ -1,0 +1,131 @@
+"""Where the context of the running unit of work lives, and the calls that read and write it.
+
+One ``ContextVar`` holds the current mapping. asyncio copies a task's ``contextvars.Context``
+into every task, callback and ``to_thread`` call it starts, so the mapping reaches all of
+them without a task factory; the factories only decide whether a child task shares the
+mapping, copies it or layers over it. Holding one mapping (instead of one ContextVar per key,
+as ``structlog.contextvars`` does) keeps ``get`` at a single ContextVar lookup and lets
+``task.context`` be the very object that ``get``/``set`` use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, MutableMapping
+from contextvars import ContextVar, Token
+from types import MappingProxyType, TracebackType
+from typing import Any
+
+from .layered import note_write
+
+Context = MutableMapping[str, Any]
+
+NO_LOOP_EXCEPTION_MSG = "No event loop found, key {} couldn't be set"
+
+current_mapping: ContextVar[Context] = ContextVar("aioreqctx.current_mapping")
+
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
+_UNSET = object()
+
+
+def get(key: str, default: Any = None) -> Any:
+    """The value of ``key`` in the current context, or ``default``; never raises."""
+    return current_mapping.get(_NOTHING).get(key, default)
+
+
+def set(key: str, value: Any) -> None:  # noqa: A001 - the aiotask-context name
+    """Store ``value`` under ``key`` in the current context (created on first use in a task)."""
+    mapping = current_mapping.get(None)
+    if mapping is None:
+        mapping = _open_in_current_task(key)
+    mapping[key] = value
+    note_write()
+
+
+def clear() -> None:
+    """Remove every key from the current context (only the child's own layer for a ChainMap)."""
+    mapping = current_mapping.get(None)
+    if mapping is None:
+        _running_task_or_raise("(clear)")
+        return
+    mapping.clear()
+    note_write()
+
+
+def _running_task_or_raise(key: str) -> asyncio.Task[Any]:
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        task = None
+    if task is None:
+        raise ValueError(
+            NO_LOOP_EXCEPTION_MSG.format(key)
+            + ": there is no running task and no aioreqctx context here. Call it from a "
+            "coroutine, or open one with `with aioreqctx.scope(): ...`."
+        )
+    return task
+
+
+def _open_in_current_task(key: str) -> Context:
+    """First write in a task that no factory made (aiohttp's request task, ``Task()`` direct)."""
+    task = _running_task_or_raise(repr(key))
+    mapping: Context = {}
+    current_mapping.set(mapping)
+    task.context = mapping  # type: ignore[attr-defined]
+    return mapping
+
+
+class scope:  # noqa: N801 - used like contextlib's lower-case context managers
+    """A fresh, isolated context for one unit of work, restored to the previous one on exit.
+
+    Works as ``with`` and ``async with``; yields the new mapping. Inside a task it also points
+    ``task.context`` at the new mapping for the duration, as the factories' contract promises.
+    """
+
+    __slots__ = ("_initial", "_previous_attr", "_task", "_token")
+
+    def __init__(self, initial: Mapping[str, Any] | None = None, /, **values: Any) -> None:
+        self._initial = {**(initial or {}), **values}
+        self._token: Token[Context] | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._previous_attr: Any = _UNSET
+
+    def __enter__(self) -> Context:
+        if self._token is not None:
+            raise RuntimeError("this aioreqctx.scope is already open; create a new one per use")
+        mapping: Context = dict(self._initial)
+        self._token = current_mapping.set(mapping)
+        try:
+            self._task = asyncio.current_task()
+        except RuntimeError:
+            self._task = None
+        if self._task is not None:
+            self._previous_attr = getattr(self._task, "context", _UNSET)
+            self._task.context = mapping  # type: ignore[attr-defined]
+        return mapping
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._token is not None, "scope.__exit__ without __enter__"
+        current_mapping.reset(self._token)
+        if self._task is not None:
+            if self._previous_attr is _UNSET:
+                del self._task.context  # type: ignore[attr-defined]
+            else:
+                self._task.context = self._previous_attr  # type: ignore[attr-defined]
+        self._task = None
+
+    async def __aenter__(self) -> Context:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, traceback)

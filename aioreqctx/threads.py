@@ -1,0 +1,43 @@
+"""Carry the current context into executor threads, which ``loop.run_in_executor`` does not.
+
+``run_in_executor`` runs the function in the worker's own context: it sees no request, and any
+ContextVar it sets stays in that worker thread for the next, unrelated job (platform notes,
+pitfall 12). Both helpers here run the function in a copy of the caller's context instead, as
+``asyncio.to_thread`` does, so the thread sees the request's mapping and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import ParamSpec, TypeVar, TypeVarTuple, Unpack
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Ts = TypeVarTuple("Ts")
+
+
+def run_in_executor(
+    executor: Executor | None, func: Callable[[Unpack[Ts]], R], *args: Unpack[Ts]
+) -> asyncio.Future[R]:
+    """``loop.run_in_executor`` with the caller's context; ``await`` the result."""
+    loop = asyncio.get_running_loop()
+    return loop.run_in_executor(executor, contextvars.copy_context().run, func, *args)
+
+
+def bind_context(func: Callable[P, R]) -> Callable[P, R]:
+    """``func`` bound to the context current now, for ``executor.submit`` or ``Thread(target=)``.
+
+    Each call runs in its own copy of that context, so concurrent calls (``executor.map``) work
+    and one call's ContextVar changes do not reach the next.
+    """
+    captured = contextvars.copy_context()
+
+    @functools.wraps(func)
+    def run_bound(*args: P.args, **kwargs: P.kwargs) -> R:
+        return captured.copy().run(func, *args, **kwargs)
+
+    return run_bound
