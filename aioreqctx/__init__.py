@@ -20,7 +20,7 @@ from .factories import (
     task_factory_for,
 )
 from .layered import LayeredContext
-from .store import NO_LOOP_EXCEPTION_MSG, Context, clear, get, scope, set
+from .store import NO_LOOP_EXCEPTION_MSG, Context, clear, get, scope, set  # noqa: A004
 from .threads import bind_context, run_in_executor
 
 __all__ = [

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from . import inheritance
-from .factories import spawn
+from .factories import CoroutineLike, spawn
 from .store import Context
 
 PY37 = True
 """Always true: aiotask-context used it to pick an asyncio API; aioreqctx needs 3.11+."""
 
 logger = logging.getLogger("aioreqctx")
+
+T = TypeVar("T")
 
 
 def asyncio_current_task(loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Task[Any] | None:
@@ -45,11 +47,12 @@ def chainmap_context_factory(parent_context: Context | None = None) -> Context:
 
 def task_factory(
     loop: asyncio.AbstractEventLoop,
-    coro: Coroutine[Any, Any, Any],
+    coro: CoroutineLike[T],
+    /,
     copy_context: bool = False,
     context_factory: Callable[[Context | None], Context] | None = None,
     **kwargs: Any,
-) -> asyncio.Future[Any]:
+) -> asyncio.Future[T]:
     """Child tasks share their parent's context (aiotask-context's default factory).
 
     ``copy_context`` and ``context_factory`` are aiotask-context's ways to choose another

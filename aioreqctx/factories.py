@@ -15,15 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Generator
 from contextvars import Context as VarContext
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 
 from . import inheritance
 from .inheritance import Inherit
 from .store import Context, current_mapping
 
 EAGER_TASKS_SUPPORTED = sys.version_info >= (3, 12)
+
+T = TypeVar("T")
+if sys.version_info >= (3, 12):
+    CoroutineLike: TypeAlias = Coroutine[Any, Any, T]
+else:  # generator-based coroutines are still accepted by asyncio.Task on 3.11
+    CoroutineLike: TypeAlias = Generator[Any, None, T] | Coroutine[Any, Any, T]
 
 Mode = Literal["share", "copy", "chain"]
 _POLICIES: dict[Mode, Inherit] = {
@@ -37,19 +43,19 @@ class TaskFactory(Protocol):
     """What ``loop.set_task_factory`` accepts."""
 
     def __call__(
-        self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], /, **kwargs: Any
-    ) -> asyncio.Future[Any]: ...
+        self, loop: asyncio.AbstractEventLoop, coro: CoroutineLike[T], /, **kwargs: Any
+    ) -> asyncio.Future[T]: ...
 
 
 def spawn(
     loop: asyncio.AbstractEventLoop,
-    coro: Coroutine[Any, Any, Any],
+    coro: CoroutineLike[T],
     kwargs: dict[str, Any],
     inherit: Inherit,
     *,
     eager: bool = False,
     inner: TaskFactory | None = None,
-) -> asyncio.Future[Any]:
+) -> asyncio.Future[T]:
     """Build the task for ``coro`` with its context derived from the caller's by ``inherit``."""
     try:
         if kwargs:
@@ -88,10 +94,10 @@ def _drop_unset(kwargs: dict[str, Any]) -> None:
 
 def _build(
     loop: asyncio.AbstractEventLoop,
-    coro: Coroutine[Any, Any, Any],
+    coro: CoroutineLike[T],
     kwargs: dict[str, Any],
     inner: TaskFactory | None,
-) -> asyncio.Future[Any]:
+) -> asyncio.Future[T]:
     if inner is None:
         return asyncio.Task(coro, loop=loop, **kwargs)
     return inner(loop, coro, **kwargs)
@@ -136,8 +142,8 @@ def task_factory_for(
     inherit = _POLICIES[mode]
 
     def factory(
-        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], /, **kwargs: Any
-    ) -> asyncio.Future[Any]:
+        loop: asyncio.AbstractEventLoop, coro: CoroutineLike[T], /, **kwargs: Any
+    ) -> asyncio.Future[T]:
         return spawn(loop, coro, kwargs, inherit, eager=eager, inner=inner)
 
     factory.__name__ = factory.__qualname__ = f"{mode}_task_factory" + ("_eager" if eager else "")
@@ -145,14 +151,14 @@ def task_factory_for(
 
 
 def copying_task_factory(
-    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any
-) -> asyncio.Future[Any]:
+    loop: asyncio.AbstractEventLoop, coro: CoroutineLike[T], /, **kwargs: Any
+) -> asyncio.Future[T]:
     """Each child task gets a deep copy of its parent's context, taken when it is created."""
     return spawn(loop, coro, kwargs, inheritance.copy_of)
 
 
 def chainmap_task_factory(
-    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any
-) -> asyncio.Future[Any]:
+    loop: asyncio.AbstractEventLoop, coro: CoroutineLike[T], /, **kwargs: Any
+) -> asyncio.Future[T]:
     """Each child task gets a ChainMap layer over its parent's context."""
     return spawn(loop, coro, kwargs, inheritance.layer_over)

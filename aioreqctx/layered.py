@@ -92,7 +92,7 @@ class LayeredContext(ChainMap[str, Any]):
         self.maps[0].clear()
         note_write()
 
-    def __ior__(self, other: Any) -> LayeredContext:  # type: ignore[override]
+    def __ior__(self, other: Any) -> LayeredContext:  # type: ignore[override, misc]
         self.maps[0].update(other)
         note_write()
         return self

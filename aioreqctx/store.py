@@ -112,6 +112,7 @@ class scope:  # noqa: N801 - used like contextlib's lower-case context managers
     ) -> None:
         assert self._token is not None, "scope.__exit__ without __enter__"
         current_mapping.reset(self._token)
+        self._token = None
         if self._task is not None:
             if self._previous_attr is _UNSET:
                 del self._task.context  # type: ignore[attr-defined]

@@ -13,7 +13,7 @@ import contextvars
 import functools
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import ParamSpec, TypeVar, TypeVarTuple, Unpack
+from typing import ParamSpec, TypeVar, TypeVarTuple
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -21,7 +21,7 @@ Ts = TypeVarTuple("Ts")
 
 
 def run_in_executor(
-    executor: Executor | None, func: Callable[[Unpack[Ts]], R], *args: Unpack[Ts]
+    executor: Executor | None, func: Callable[[*Ts], R], *args: *Ts
 ) -> asyncio.Future[R]:
     """``loop.run_in_executor`` with the caller's context; ``await`` the result."""
     loop = asyncio.get_running_loop()
