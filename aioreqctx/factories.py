@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 
 from . import inheritance
 from .inheritance import Inherit
-from .store import Context, current_mapping
+from .store import Context, current_mapping, handoff
 
 EAGER_TASKS_SUPPORTED = sys.version_info >= (3, 12)
 
@@ -65,16 +65,16 @@ def spawn(
         caller_context: VarContext | None = kwargs.get("context")
         if caller_context is not None:
             mapping = _mapping_of(caller_context, inherit)
-            task = _build(loop, coro, kwargs, inner)
+            task = _build(loop, coro, kwargs, inner, mapping)
         else:
             parent = current_mapping.get(None) if asyncio.current_task(loop) is not None else None
             mapping = inherit(parent)
             if mapping is parent:
-                task = _build(loop, coro, kwargs, inner)
+                task = _build(loop, coro, kwargs, inner, mapping)
             else:
                 token = current_mapping.set(mapping)
                 try:
-                    task = _build(loop, coro, kwargs, inner)
+                    task = _build(loop, coro, kwargs, inner, mapping)
                 finally:
                     current_mapping.reset(token)
     except BaseException:
@@ -97,10 +97,18 @@ def _build(
     coro: CoroutineLike[T],
     kwargs: dict[str, Any],
     inner: TaskFactory | None,
+    mapping: Context | None,
 ) -> asyncio.Future[T]:
-    if inner is None:
+    if inner is None and not kwargs.get("eager_start"):
         return asyncio.Task(coro, loop=loop, **kwargs)
-    return inner(loop, coro, **kwargs)
+    # The first step may run right here, before ``task.context`` can be set: tell ``set()``.
+    outer, handoff.mapping = handoff.mapping, mapping
+    try:
+        if inner is None:
+            return asyncio.Task(coro, loop=loop, **kwargs)
+        return inner(loop, coro, **kwargs)
+    finally:
+        handoff.mapping = outer
 
 
 def _mapping_of(caller_context: VarContext, inherit: Inherit) -> Context | None:

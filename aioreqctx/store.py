@@ -11,12 +11,14 @@ as ``structlog.contextvars`` does) keeps ``get`` at a single ContextVar lookup a
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Mapping, MutableMapping
 from contextvars import ContextVar, Token
 from types import MappingProxyType, TracebackType
 from typing import Any
 
 from .layered import note_write
+from .snapshot import snapshot
 
 Context = MutableMapping[str, Any]
 
@@ -34,45 +36,59 @@ def get(key: str, default: Any = None) -> Any:
 
 
 def set(key: str, value: Any) -> None:  # noqa: A001 - the aiotask-context name
-    """Store ``value`` under ``key`` in the current context (created on first use in a task)."""
-    mapping = current_mapping.get(None)
-    if mapping is None:
-        mapping = _open_in_current_task(key)
-    mapping[key] = value
+    """Store ``value`` under ``key`` in the current task's context.
+
+    A task that no factory made (aiohttp's request tasks, ``asyncio.Task(...)``, the stdlib
+    eager factory) reads the mapping it inherited; its first write gives it its own copy, so the
+    write never reaches the parent or other requests.
+    """
+    _writable_mapping(key)[key] = value
     note_write()
 
 
 def clear() -> None:
     """Remove every key from the current context (only the child's own layer for a ChainMap)."""
-    mapping = current_mapping.get(None)
-    if mapping is None:
-        _running_task_or_raise("(clear)")
-        return
-    mapping.clear()
+    _writable_mapping("(clear)").clear()
     note_write()
 
 
-def _running_task_or_raise(key: str) -> asyncio.Task[Any]:
+class _Handoff(threading.local):
+    """The mapping of an eager task whose first step runs inside its constructor, before the
+    factory could set ``task.context``; that step's writes belong to it."""
+
+    mapping: Context | None = None
+
+
+handoff = _Handoff()
+
+
+def _writable_mapping(key: str) -> Context:
+    mapping = current_mapping.get(None)
     try:
         task = asyncio.current_task()
     except RuntimeError:
         task = None
     if task is None:
-        raise ValueError(
-            NO_LOOP_EXCEPTION_MSG.format(key)
-            + ": there is no running task and no aioreqctx context here. Call it from a "
-            "coroutine, or open one with `with aioreqctx.scope(): ...`."
-        )
-    return task
-
-
-def _open_in_current_task(key: str) -> Context:
-    """First write in a task that no factory made (aiohttp's request task, ``Task()`` direct)."""
-    task = _running_task_or_raise(repr(key))
-    mapping: Context = {}
-    current_mapping.set(mapping)
-    task.context = mapping  # type: ignore[attr-defined]
-    return mapping
+        if mapping is None:
+            raise ValueError(
+                NO_LOOP_EXCEPTION_MSG.format(key)
+                + ": there is no running task and no aioreqctx context here. Call it from a "
+                "coroutine, or open one with `with aioreqctx.scope(): ...`."
+            )
+        return mapping
+    owned = getattr(task, "context", None)
+    writable: Context
+    if mapping is None:
+        writable = {}
+    elif mapping is owned or mapping is handoff.mapping:
+        writable = mapping
+    else:
+        writable = snapshot(mapping)
+    if writable is not mapping:
+        current_mapping.set(writable)
+    if writable is not owned:
+        task.context = writable  # type: ignore[attr-defined]
+    return writable
 
 
 class scope:  # noqa: N801 - used like contextlib's lower-case context managers

@@ -312,6 +312,8 @@ def test_eager_factories_keep_their_semantics(loop_factory: LoopFactory, mode: A
     async def child() -> None:
         order.append(("first step", context.get("rid")))
         context.set("rid", "child")
+        task = asyncio.current_task()
+        order.append(("owns its mapping", getattr(task, "context", None) == {"rid": "child"}))
 
     async def main() -> Any:
         context.set("rid", "R")
@@ -321,7 +323,7 @@ def test_eager_factories_keep_their_semantics(loop_factory: LoopFactory, mode: A
         return context.get("rid")
 
     parent_after = run(loop_factory, main, context.task_factory_for(mode, eager=True))
-    assert order == [("first step", "R"), ("after create_task", True)]
+    assert order == [("first step", "R"), ("owns its mapping", True), ("after create_task", True)]
     assert parent_after == ("child" if mode == "share" else "R")
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+from typing import Any
 
 import pytest
 
@@ -86,3 +88,45 @@ def test_nested_scopes_unwind_in_order() -> None:
             assert context.get("level") == 2
         assert context.get("level") == 1
     assert context.get("level") is None
+
+
+def test_tasks_no_factory_made_read_what_they_inherit_and_write_their_own_copy(
+    loop_factory: LoopFactory,
+) -> None:
+    async def request(n: int, all_started: asyncio.Event) -> tuple[Any, Any, bool]:
+        inherited = context.get("app")
+        context.set("X-Request-ID", f"req-{n}")
+        await all_started.wait()
+        task = asyncio.current_task()
+        mine = getattr(task, "context", None) == {"app": "demo", "X-Request-ID": f"req-{n}"}
+        return inherited, context.get("X-Request-ID"), mine
+
+    async def main() -> tuple[list[tuple[Any, Any, bool]], dict[str, Any]]:
+        context.set("app", "demo")
+        started = asyncio.Event()
+        tasks = [asyncio.create_task(request(n, started)) for n in range(5)]
+        await asyncio.sleep(0)
+        started.set()
+        results = [await task for task in tasks]
+        return results, dict(getattr(asyncio.current_task(), "context", {}))
+
+    results, startup = run(loop_factory, main)
+    assert results == [("demo", f"req-{n}", True) for n in range(5)]
+    assert startup == {"app": "demo"}
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager_start exists from Python 3.12")
+def test_direct_eager_task_writes_its_own_copy_from_its_first_step(
+    loop_factory: LoopFactory,
+) -> None:
+    async def child() -> Any:
+        context.set("rid", "child")
+        return context.get("rid")
+
+    async def main() -> tuple[Any, Any]:
+        context.set("rid", "parent")
+        loop = asyncio.get_running_loop()
+        task = asyncio.Task(child(), loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+        return await task, context.get("rid")
+
+    assert run(loop_factory, main) == ("child", "parent")
