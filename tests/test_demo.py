@@ -26,7 +26,11 @@ def test_demo_shows_each_request_id_in_every_task_and_thread(factory: str, loop:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     for given in ("demo-given-1", "demo-given-2", "demo-given-3"):
-        lines = [line for line in result.stdout.splitlines() if line.startswith(given + " ")]
+        lines = [
+            line
+            for line in result.stdout.splitlines()
+            if line.startswith(given + " ") and " | " in line
+        ]
         thread_lines = [line for line in lines if "executor thread" in line]
         assert thread_lines
         assert all(line.split("|")[1].strip() != "MainThread" for line in thread_lines)
