@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 
 from . import inheritance
 from .inheritance import Inherit
-from .store import Context, current_mapping, handoff
+from .store import Context, current_mapping, current_task_of, handoff
 
 EAGER_TASKS_SUPPORTED = sys.version_info >= (3, 12)
 
@@ -47,6 +47,10 @@ class TaskFactory(Protocol):
     ) -> asyncio.Future[T]: ...
 
 
+# What uvloop passes on every create_task() that gave no options (3.11/3.12, then 3.13+).
+_NOTHING_GIVEN = ({"context": None}, {"context": None, "eager_start": None})
+
+
 def spawn(
     loop: asyncio.AbstractEventLoop,
     coro: CoroutineLike[T],
@@ -57,39 +61,58 @@ def spawn(
     inner: TaskFactory | None = None,
 ) -> asyncio.Future[T]:
     """Build the task for ``coro`` with its context derived from the caller's by ``inherit``."""
+    if (kwargs and kwargs not in _NOTHING_GIVEN) or eager or inner is not None:
+        return _spawn_with_options(loop, coro, kwargs, inherit, eager=eager, inner=inner)
+    # The call almost every task goes through: kept to one frame and the policy's call.
+    parent = current_mapping.get(None) if current_task_of(loop) is not None else None
+    if parent is not None and inherit is inheritance.share:
+        task = asyncio.Task(coro, loop=loop)
+        task.context = parent  # type: ignore[attr-defined]
+        return task
+    mapping = inherit(parent)
+    token = current_mapping.set(mapping)
     try:
-        if kwargs:
-            _drop_unset(kwargs)
-        if eager and "eager_start" not in kwargs:
+        task = asyncio.Task(coro, loop=loop)
+    finally:
+        current_mapping.reset(token)
+    task.context = mapping  # type: ignore[attr-defined]
+    return task
+
+
+def _spawn_with_options(
+    loop: asyncio.AbstractEventLoop,
+    coro: CoroutineLike[T],
+    kwargs: dict[str, Any],
+    inherit: Inherit,
+    *,
+    eager: bool,
+    inner: TaskFactory | None,
+) -> asyncio.Future[T]:
+    try:
+        for key in [key for key, value in kwargs.items() if value is None]:
+            del kwargs[key]
+        if not EAGER_TASKS_SUPPORTED:
+            kwargs.pop("eager_start", None)
+        elif eager and "eager_start" not in kwargs:
             kwargs["eager_start"] = True
         caller_context: VarContext | None = kwargs.get("context")
         if caller_context is not None:
             mapping = _mapping_of(caller_context, inherit)
             task = _build(loop, coro, kwargs, inner, mapping)
         else:
-            parent = current_mapping.get(None) if asyncio.current_task(loop) is not None else None
+            parent = current_mapping.get(None) if current_task_of(loop) is not None else None
             mapping = inherit(parent)
-            if mapping is parent:
+            token = current_mapping.set(mapping)
+            try:
                 task = _build(loop, coro, kwargs, inner, mapping)
-            else:
-                token = current_mapping.set(mapping)
-                try:
-                    task = _build(loop, coro, kwargs, inner, mapping)
-                finally:
-                    current_mapping.reset(token)
+            finally:
+                current_mapping.reset(token)
     except BaseException:
         if asyncio.iscoroutine(coro):
             coro.close()
         raise
     task.context = mapping  # type: ignore[attr-defined]
     return task
-
-
-def _drop_unset(kwargs: dict[str, Any]) -> None:
-    for key in [key for key, value in kwargs.items() if value is None]:
-        del kwargs[key]
-    if not EAGER_TASKS_SUPPORTED:
-        kwargs.pop("eager_start", None)
 
 
 def _build(

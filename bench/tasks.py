@@ -12,15 +12,16 @@ immutable values (an X-Request-ID string and two ints), which is the common case
    ``ContextVar.get``/``set``, and ``aioreqctx.get`` in the innermost of 10 nested
    ``chainmap_task_factory`` tasks against the same get in a flat context.
 
-Every variant runs once per round, in an order rotated each round (after one discarded warm-up
-round), with the garbage collector off while it is timed; the tables give the min and the median
-over rounds, and the ratios and PASS/FAIL verdicts use the min: noise on the shared cores only
-ever adds time, so the min is the best estimate of what the code itself costs.
+Every case runs once per round, in an order rotated each round (after one discarded warm-up
+round), with the garbage collector off while it is timed. Rounds are many (25) and short (tens of
+ms): other machines' load on the shared cores comes in spells longer than that, and many short
+samples let every case catch quiet windows. The tables give the min and the median over rounds;
+ratios and PASS/FAIL use the min, since noise only ever adds time.
 
-Run it with ``make bench`` (``python bench/tasks.py``, about a minute), ``--quick`` for a
-few-second smoke run, ``--loop asyncio|uvloop|both`` and ``--markdown`` for bench/RESULTS.md.
-aiotask-context's factories accept ``(loop, coro)`` only; uvloop always passes ``context=``, so
-they fail there and are reported as such.
+Run it with ``make bench`` (``python bench/tasks.py``, under a minute), ``--quick`` for a
+few-second smoke run, ``--loop asyncio|uvloop|both``, ``--markdown`` for bench/RESULTS.md. The
+verdicts are printed, not turned into an exit status. aiotask-context's factories accept
+``(loop, coro)`` only and uvloop always passes ``context=``, so there they fail, and say so.
 """
 
 from __future__ import annotations
@@ -54,39 +55,6 @@ UNROLL = 10  # statements per pass of timeit's loop, so the loop itself adds lit
 raw_var: ContextVar[str] = ContextVar("bench.raw")
 
 Factory = Callable[..., asyncio.Future[Any]]
-Case = Callable[[], Awaitable[float]]
-
-
-@dataclass(frozen=True)
-class Variant:
-    """How a task is made (the factory, None for none) and seeded (that library's ``set``)."""
-
-    name: str
-    factory: Factory | None
-    set: Callable[[str, Any], None]
-
-
-FLOOR = Variant("floor (no factory)", None, aioreqctx.set)
-SHARE = Variant("aioreqctx task_factory", aioreqctx.task_factory, aioreqctx.set)
-CHAIN = Variant("aioreqctx chainmap_task_factory", aioreqctx.chainmap_task_factory, aioreqctx.set)
-ATC = Variant("aiotask-context task_factory", aiotask_context.task_factory, aiotask_context.set)
-SPAWN_VARIANTS = (
-    FLOOR,
-    SHARE,
-    Variant("aioreqctx copying_task_factory", aioreqctx.copying_task_factory, aioreqctx.set),
-    CHAIN,
-    ATC,
-    Variant(
-        "aiotask-context copying_task_factory",
-        aiotask_context.copying_task_factory,
-        aiotask_context.set,
-    ),
-    Variant(
-        "aiotask-context chainmap_task_factory",
-        aiotask_context.chainmap_task_factory,
-        aiotask_context.set,
-    ),
-)
 
 
 @dataclass(frozen=True)
@@ -106,14 +74,50 @@ class Bound:
         return "in range" if self.low <= ratio <= self.high else "outside"
 
 
-SPAWN_BOUNDS = {
-    "aioreqctx task_factory": Bound(0, 1.03, target=True),
-    "aioreqctx copying_task_factory": Bound(0, 1.10, target=True),
-    "aioreqctx chainmap_task_factory": Bound(0, 1.10, target=True),
-    "aiotask-context task_factory": Bound(1.16, 1.40, target=False),
-    "aiotask-context copying_task_factory": Bound(1.57, 1.90, target=False),
-    "aiotask-context chainmap_task_factory": Bound(1.50, 1.90, target=False),
-}
+@dataclass(frozen=True)
+class Variant:
+    """How a task is made (the factory, None for none) and seeded (that library's ``set``)."""
+
+    name: str
+    factory: Factory | None
+    set: Callable[[str, Any], None]
+    bound: Bound | None = None  # for its spawn cost relative to the floor
+
+
+def target(high: float) -> Bound:
+    return Bound(0, high, target=True)
+
+
+def expected(low: float, high: float) -> Bound:
+    return Bound(low, high, target=False)
+
+
+FLOOR = Variant("floor (no factory)", None, aioreqctx.set)
+SHARE = Variant("aioreqctx task_factory", aioreqctx.task_factory, aioreqctx.set, target(1.03))
+COPY = Variant(
+    "aioreqctx copying_task_factory", aioreqctx.copying_task_factory, aioreqctx.set, target(1.10)
+)
+CHAIN = Variant(
+    "aioreqctx chainmap_task_factory", aioreqctx.chainmap_task_factory, aioreqctx.set, target(1.10)
+)
+ATC = Variant(
+    "aiotask-context task_factory",
+    aiotask_context.task_factory,
+    aiotask_context.set,
+    expected(1.16, 1.40),
+)
+ATC_COPY = Variant(
+    "aiotask-context copying_task_factory",
+    aiotask_context.copying_task_factory,
+    aiotask_context.set,
+    expected(1.57, 1.90),
+)
+ATC_CHAIN = Variant(
+    "aiotask-context chainmap_task_factory",
+    aiotask_context.chainmap_task_factory,
+    aiotask_context.set,
+    expected(1.50, 1.90),
+)
 
 
 @dataclass(frozen=True)
@@ -124,18 +128,18 @@ class Settings:
     calls: int  # passes of timeit's loop per round, UNROLL calls each
 
 
-QUICK = Settings(rounds=3, tasks=300, chains=30, calls=2_000)
-THOROUGH = Settings(rounds=9, tasks=20_000, chains=2_000, calls=40_000)
+QUICK = Settings(rounds=3, tasks=500, chains=50, calls=3_000)
+THOROUGH = Settings(rounds=25, tasks=6_000, chains=600, calls=12_000)
 
 
 @dataclass(frozen=True)
-class Row:
-    """One line of a table: ``case``'s time, and its ratio to ``baseline``'s when there is one."""
+class Case:
+    """One timed thing (``run`` returns seconds per operation) and what its ratio is held to."""
 
-    case: str
+    name: str
+    run: Callable[[], Awaitable[float]]
     baseline: str | None = None
     bound: Bound | None = None
-    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -143,8 +147,7 @@ class Section:
     title: str
     unit: str
     scale: float  # seconds to ``unit``
-    cases: dict[str, Case]
-    rows: list[Row]
+    cases: list[Case]
 
 
 def create(coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
@@ -156,7 +159,7 @@ def create(coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
         raise
 
 
-async def inside(variant: Variant, depth: int, body: Case) -> float:
+async def inside(variant: Variant, depth: int, body: Callable[[], Awaitable[float]]) -> float:
     """Run ``body`` in a task that ``variant``'s factory made and seeded, ``depth`` spawns down.
 
     The factory is installed here, once the main task runs, not before ``asyncio.run``: the
@@ -172,14 +175,16 @@ async def inside(variant: Variant, depth: int, body: Case) -> float:
         loop.set_task_factory(None)
 
 
-async def seeded(variant: Variant, depth: int, body: Case) -> float:
+async def seeded(variant: Variant, depth: int, body: Callable[[], Awaitable[float]]) -> float:
+    """Set the values with the variant's own ``set``, as an application would; and the raw var."""
     for key, value in SEED.items():
         variant.set(key, value)
     raw_var.set(SEED[KEY])
     return await descend(depth, body)
 
 
-async def descend(depth: int, body: Case) -> float:
+async def descend(depth: int, body: Callable[[], Awaitable[float]]) -> float:
+    """Spawn ``depth`` nested tasks through the installed factory, run ``body`` in the last."""
     if depth == 0:
         return await body()
     return float(await create(descend(depth - 1, body)))
@@ -223,7 +228,7 @@ CALL_NAMESPACE: dict[str, Any] = {
 }
 
 
-def per_call(stmt: str, calls: int) -> Case:
+def per_call(stmt: str, calls: int) -> Callable[[], Awaitable[float]]:
     """Seconds per ``stmt`` run by timeit, its names bound as globals as in user code."""
     timer = timeit.Timer("\n".join([stmt] * UNROLL), globals=CALL_NAMESPACE)
 
@@ -236,57 +241,73 @@ def per_call(stmt: str, calls: int) -> Case:
 def sections(settings: Settings) -> Iterator[Section]:
     """The three measurements, each a set of cases timed together and the ratios reported."""
 
-    def spawn_section(title: str, measure: Callable[[int], Awaitable[float]], n: int) -> Section:
+    def spawns(title: str, measure: Callable[[int], Awaitable[float]], n: int) -> Section:
+        variants = (FLOOR, SHARE, COPY, CHAIN, ATC, ATC_COPY, ATC_CHAIN)
         return Section(
             title,
             "us/task",
             1e6,
-            {v.name: partial(inside, v, 0, partial(measure, n)) for v in SPAWN_VARIANTS},
-            [Row(FLOOR.name)]
-            + [Row(v.name, FLOOR.name, SPAWN_BOUNDS[v.name]) for v in SPAWN_VARIANTS[1:]],
+            [
+                Case(
+                    v.name,
+                    partial(inside, v, 0, partial(measure, n)),
+                    None if v is FLOOR else FLOOR.name,
+                    v.bound,
+                )
+                for v in variants
+            ],
         )
 
-    yield spawn_section(
+    def call(
+        name: str,
+        variant: Variant,
+        stmt: str,
+        *,
+        baseline: str | None = None,
+        bound: Bound | None = None,
+        depth: int = 0,
+    ) -> Case:
+        body = per_call(stmt, settings.calls)
+        return Case(name, partial(inside, variant, depth, body), baseline, bound)
+
+    yield spawns(
         "1. create + await one trivial task at a time", spawn_one_at_a_time, settings.tasks
     )
-    yield spawn_section(
+    yield spawns(
         f"2. chains of {CHAIN_DEPTH} nested spawns (each task awaits its one child)",
         spawn_chains,
         settings.chains,
     )
-    calls: dict[str, tuple[Variant, int, str]] = {
-        "ContextVar.get (raw)": (SHARE, 0, "raw_get()"),
-        "aioreqctx.get": (SHARE, 0, "get(KEY)"),
-        "aiotask_context.get": (ATC, 0, "atc_get(KEY)"),
-        "ContextVar.set (raw)": (SHARE, 0, "raw_set(VALUE)"),
-        "aioreqctx.set": (SHARE, 0, "set(KEY, VALUE)"),
-        f"aioreqctx.get, {CHAIN_DEPTH}-level chainmap": (CHAIN, CHAIN_DEPTH, "get(KEY)"),
-    }
+    raw_get, flat_get, raw_set = "ContextVar.get (raw)", "aioreqctx.get", "ContextVar.set (raw)"
     yield Section(
         "3. get/set per call",
         "ns/call",
         1e9,
-        {
-            name: partial(inside, variant, depth, per_call(stmt, settings.calls))
-            for name, (variant, depth, stmt) in calls.items()
-        },
         [
-            Row("ContextVar.get (raw)"),
-            Row("aioreqctx.get", "ContextVar.get (raw)", Bound(0, 5, target=True)),
-            Row("aiotask_context.get", "ContextVar.get (raw)", Bound(18, 33, target=False)),
-            Row("ContextVar.set (raw)"),
-            Row("aioreqctx.set", "ContextVar.set (raw)"),
-            Row(
+            call(raw_get, SHARE, "raw_get()"),
+            call(flat_get, SHARE, "get(KEY)", baseline=raw_get, bound=target(5)),
+            call(
+                "aiotask_context.get",
+                ATC,
+                "atc_get(KEY)",
+                baseline=raw_get,
+                bound=expected(18, 33),
+            ),
+            call(raw_set, SHARE, "raw_set(VALUE)"),
+            call("aioreqctx.set", SHARE, "set(KEY, VALUE)", baseline=raw_set),
+            call(
                 f"aioreqctx.get, {CHAIN_DEPTH}-level chainmap",
-                "aioreqctx.get",
-                Bound(0, 3, target=True),
-                label=" (vs flat aioreqctx.get)",
+                CHAIN,
+                "get(KEY)",
+                baseline=flat_get,
+                bound=target(3),
+                depth=CHAIN_DEPTH,
             ),
         ],
     )
 
 
-async def interleaved(cases: dict[str, Case], rounds: int) -> dict[str, list[float] | str]:
+async def interleaved(cases: list[Case], rounds: int) -> dict[str, list[float] | str]:
     """Time every case once per round, starting one case later each round.
 
     Rotating the order spreads the slow spells of the shared cores, and whatever one case leaves
@@ -294,20 +315,19 @@ async def interleaved(cases: dict[str, Case], rounds: int) -> dict[str, list[flo
     up and is discarded. A case whose factory raises TypeError (aiotask-context's under uvloop)
     gets the error instead of samples and is not run again.
     """
-    results: dict[str, list[float] | str] = {name: [] for name in cases}
-    names = list(cases)
+    results: dict[str, list[float] | str] = {case.name: [] for case in cases}
     for round_ in range(rounds + 1):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            samples = results[name]
+        shift = round_ % len(cases)
+        for case in cases[shift:] + cases[:shift]:
+            samples = results[case.name]
             if isinstance(samples, str):
                 continue
             gc.collect()
             gc.disable()
             try:
-                elapsed = await cases[name]()
+                elapsed = await case.run()
             except TypeError as error:
-                results[name] = f"TypeError: {error}"
+                results[case.name] = f"TypeError: {error}"
                 continue
             finally:
                 gc.enable()
@@ -316,28 +336,26 @@ async def interleaved(cases: dict[str, Case], rounds: int) -> dict[str, list[flo
     return results
 
 
-def table(
-    section: Section, results: dict[str, list[float] | str], loop_kind: str
-) -> list[list[str]]:
-    """Rows of cells: case, min, median, ratio by min, ratio by median, bound, verdict."""
-    rows = [["", f"min {section.unit}", f"median {section.unit}", "ratio", "(median)", "", ""]]
-    for row in section.rows:
-        samples, base = results[row.case], results[row.baseline or row.case]
+def table(section: Section, results: dict[str, list[float] | str], loop: str) -> list[list[str]]:
+    """Rows of cells: each case's min and median time, and its ratios to its baseline's."""
+    header = ["case", f"min {section.unit}", f"median {section.unit}", "vs"]
+    rows = [[*header, "ratio (min)", "ratio (median)", "target", "verdict"]]
+    for case in section.cases:
+        samples = results[case.name]
+        base = results[case.baseline] if case.baseline else None
+        bound = [str(case.bound or "")]
         if isinstance(samples, str):
-            failure = f"fails under {loop_kind}"
-            rows.append([row.case, failure, "", "", "", str(row.bound or ""), samples])
+            rows.append([case.name, f"fails under {loop}", "", "", "", "", *bound, samples])
             continue
-        cells = [row.case + row.label]
+        cells = [case.name]
         cells += [f"{stat(samples) * section.scale:.3f}" for stat in (min, statistics.median)]
-        if row.baseline is None or isinstance(base, str):
-            rows.append([*cells, "", "", "", ""])
+        if not isinstance(base, list):
+            rows.append([*cells, "", "", "", "", ""])
             continue
         ratio = min(samples) / min(base)
         median_ratio = statistics.median(samples) / statistics.median(base)
-        cells += [f"{ratio:.3f}x", f"{median_ratio:.3f}x"]
-        if row.bound:
-            cells += [str(row.bound), row.bound.verdict(ratio)]
-        rows.append(cells + [""] * (7 - len(cells)))
+        cells += [str(case.baseline), f"{ratio:.3f}x", f"{median_ratio:.3f}x", *bound]
+        rows.append([*cells, case.bound.verdict(ratio) if case.bound else ""])
     return rows
 
 
@@ -360,7 +378,7 @@ def run(loop_kind: str, settings: Settings, markdown: bool) -> None:
     with asyncio.Runner(loop_factory=new_loop) as runner:
         for section in sections(settings):
             results = runner.run(interleaved(section.cases, settings.rounds))
-            print(f"\n{section.title}\n" if markdown else f"\n{section.title}")
+            print(f"\n#### {section.title}\n" if markdown else f"\n{section.title}")
             print(render(table(section, results, loop_kind), markdown), flush=True)
 
 
@@ -372,8 +390,8 @@ def main() -> None:
     args = parser.parse_args()
     settings = QUICK if args.quick else THOROUGH
     print(
-        f"Command: `{shlex.join([sys.executable, *sys.argv])}`\n"
-        f"Python {sys.version.split()[0]} ({platform.python_implementation()}), "
+        f"Command: `{shlex.join([sys.executable, *sys.argv])}`\n\n"
+        f"Python {platform.python_version()} ({platform.python_implementation()}), "
         f"uvloop {version('uvloop')}, aiotask-context {version('aiotask-context')}, {settings}; "
         "ratios and verdicts use the min over rounds."
     )
