@@ -6,14 +6,15 @@ What ``loop.create_task`` hands a factory has changed from release to release (p
 ``eager_start=None`` on every call. So a factory takes ``(loop, coro, **kwargs)``, treats
 ``None`` as "not given" and forwards the rest to the task it builds.
 
-The child's mapping is prepared in the parent's context and installed with a ``ContextVar``
-set/reset around the task's construction: the task copies the context when it is built, so
-even an eager task's first step, which runs inside the constructor, already sees it.
+The child's mapping is installed before the task is built (a ``ContextVar`` set/reset around
+the constructor, or a copied ``Context`` passed to it), so even an eager task's first step,
+which runs inside the constructor, already sees it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sys
 from collections.abc import Coroutine, Generator
 from contextvars import Context as VarContext
@@ -98,15 +99,13 @@ def _spawn_with_options(
         caller_context: VarContext | None = kwargs.get("context")
         if caller_context is not None:
             mapping = _mapping_of(caller_context, inherit)
-            task = _build(loop, coro, kwargs, inner, mapping)
         else:
             parent = current_mapping.get(None) if current_task_of(loop) is not None else None
             mapping = inherit(parent)
-            token = current_mapping.set(mapping)
-            try:
-                task = _build(loop, coro, kwargs, inner, mapping)
-            finally:
-                current_mapping.reset(token)
+            if mapping is not parent:
+                kwargs["context"] = child_context = contextvars.copy_context()
+                child_context.run(current_mapping.set, mapping)
+        task = _build(loop, coro, kwargs, inner, mapping)
     except BaseException:
         if asyncio.iscoroutine(coro):
             coro.close()
