@@ -66,16 +66,15 @@ def spawn(
         return _spawn_with_options(loop, coro, kwargs, inherit, eager=eager, inner=inner)
     # The call almost every task goes through: kept to one frame and the policy's call.
     parent = current_mapping.get(None) if current_task_of(loop) is not None else None
-    if parent is not None and inherit is inheritance.share:
-        task = asyncio.Task(coro, loop=loop)
-        task.context = parent  # type: ignore[attr-defined]
-        return task
     mapping = inherit(parent)
-    token = current_mapping.set(mapping)
-    try:
+    if mapping is parent:  # sharing: the child inherits the mapping with the Context
         task = asyncio.Task(coro, loop=loop)
-    finally:
-        current_mapping.reset(token)
+    else:
+        token = current_mapping.set(mapping)
+        try:
+            task = asyncio.Task(coro, loop=loop)
+        finally:
+            current_mapping.reset(token)
     task.context = mapping  # type: ignore[attr-defined]
     return task
 
