@@ -19,16 +19,28 @@ from .factories import (
     copying_task_factory,
     task_factory_for,
 )
+from .ids import is_valid_request_id, new_request_id, trace_id_of
+from .keys import OPERATIONS, REJECTED_REQUEST_ID, REQUEST_ID, START_MONOTONIC, START_TIME
 from .layered import LayeredContext
+from .middleware import REQUEST_CONTEXT, RequestIdMiddleware, request_id_middleware, setup
 from .store import NO_LOOP_EXCEPTION_MSG, Context, clear, get, scope, set  # noqa: A004
 from .threads import bind_context, run_in_executor
+from .timing import OperationTimings, elapsed_ms, timed_operation
 
 __all__ = [
     "EAGER_TASKS_SUPPORTED",
     "NO_LOOP_EXCEPTION_MSG",
+    "OPERATIONS",
     "PY37",
+    "REJECTED_REQUEST_ID",
+    "REQUEST_CONTEXT",
+    "REQUEST_ID",
+    "START_MONOTONIC",
+    "START_TIME",
     "Context",
     "LayeredContext",
+    "OperationTimings",
+    "RequestIdMiddleware",
     "TaskFactory",
     "asyncio_current_task",
     "bind_context",
@@ -37,11 +49,18 @@ __all__ = [
     "clear",
     "copying_task_factory",
     "dict_context_factory",
+    "elapsed_ms",
     "get",
+    "is_valid_request_id",
     "logger",
+    "new_request_id",
+    "request_id_middleware",
     "run_in_executor",
     "scope",
     "set",
+    "setup",
     "task_factory",
     "task_factory_for",
+    "timed_operation",
+    "trace_id_of",
 ]

@@ -101,6 +101,19 @@ def _writable_mapping(key: str) -> Context:
     return writable
 
 
+def enter(mapping: Context) -> None:
+    """Make ``mapping`` the context of the running task from now until the task ends.
+
+    For a task that starts a unit of work, such as an aiohttp request task: unlike ``scope``
+    nothing is restored, so code that runs after the caller in the same task (aiohttp's
+    ``on_response_prepare`` and access logger) still sees it.
+    """
+    current_mapping.set(mapping)
+    task = running_task()
+    if task is not None:
+        task.context = mapping  # type: ignore[attr-defined]
+
+
 class scope:  # noqa: N801 - used like contextlib's lower-case context managers
     """A fresh, isolated context for one unit of work, restored to the previous one on exit.
 

@@ -1,0 +1,18 @@
+"""The keys aioreqctx puts into each request's context; read them with ``aioreqctx.get``."""
+
+from __future__ import annotations
+
+REQUEST_ID = "X-Request-ID"
+"""The request's ID: the key aiotask-context's README used, so existing code keeps working."""
+
+START_MONOTONIC = "aioreqctx.start_monotonic"
+"""``time.perf_counter()`` when the request started: for durations, never for wall time."""
+
+START_TIME = "aioreqctx.start_time"
+"""``time.time()`` when the request started: wall-clock seconds since the epoch."""
+
+REJECTED_REQUEST_ID = "aioreqctx.rejected_request_id"
+"""An incoming ID that failed validation, escaped and truncated; absent when there was none."""
+
+OPERATIONS = "aioreqctx.operations"
+"""The request's named sub-operation timings (see ``aioreqctx.timed_operation``)."""

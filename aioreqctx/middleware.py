@@ -1,0 +1,200 @@
+"""The aiohttp middleware: a fresh context per request, its ID policy, the ID on every response.
+
+Each request runs in a task of its own, so the middleware gives that task a fresh mapping
+(``store.enter``) and never resets it: aiohttp's ``on_response_prepare`` signal and access
+logger run after the middleware, in the same task, and still see the request (platform notes,
+pitfalls 3, 4, 5, 8). Streaming and WebSocket responses are prepared inside the handler, before
+the middleware gets them back, so only an ``on_response_prepare`` handler can put the ID on
+them: ``aioreqctx.setup(app)`` installs both.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from time import perf_counter, time
+from typing import Any, ClassVar, Literal
+
+from aiohttp import web
+
+from . import keys
+from .ids import (
+    Network,
+    escaped,
+    is_trusted,
+    is_valid_request_id,
+    new_request_id,
+    parse_networks,
+    trace_id_of,
+)
+from .snapshot import snapshot
+from .store import Context, current_mapping, enter
+from .timing import OperationTimings, server_timing_header
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+REQUEST_CONTEXT: web.RequestKey[Context] = web.RequestKey("aioreqctx.context")
+"""The request's context mapping on the request object, for code that runs outside its task."""
+
+
+logger = logging.getLogger("aioreqctx")
+server_logger = logging.getLogger("aiohttp.server")
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class RequestIdMiddleware:
+    """The request-ID middleware; every field is an option of ``aioreqctx.setup``.
+
+    ``header_names``: incoming headers to take the ID from, in order of preference
+    (case-insensitive; ``"traceparent"`` means the trace-id of a W3C traceparent).
+    ``response_header``: the header that carries the final ID back.
+    ``validator``: which incoming IDs to accept; ``generator``: makes new ones.
+    ``on_invalid``: ``"regenerate"`` (default) or ``"reject"`` (answer 400).
+    ``trusted_networks``: if set, incoming IDs are used only from peers in these CIDRs.
+    ``server_timing``: add a W3C ``Server-Timing`` header (total plus timed operations).
+    """
+
+    header_names: tuple[str, ...] = (keys.REQUEST_ID,)
+    response_header: str = keys.REQUEST_ID
+    validator: Callable[[str], bool] = is_valid_request_id
+    generator: Callable[[], str] = new_request_id
+    on_invalid: Literal["regenerate", "reject"] = "regenerate"
+    trusted_networks: tuple[str, ...] = ()
+    server_timing: bool = False
+    _networks: tuple[Network, ...] = field(init=False, repr=False)
+
+    __middleware_version__: ClassVar[int] = 1  # an aiohttp "new-style" middleware
+
+    def __post_init__(self) -> None:
+        names: object = self.header_names
+        if isinstance(names, str) or not self.header_names:
+            raise ValueError("header_names must be a non-empty tuple of header names")
+        for name in (*self.header_names, self.response_header):
+            if not isinstance(name, str) or not is_valid_request_id(name) or ":" in name:
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+        if self.on_invalid not in ("regenerate", "reject"):
+            raise ValueError(
+                f"on_invalid must be 'regenerate' or 'reject', not {self.on_invalid!r}"
+            )
+        for option in ("validator", "generator"):
+            if not callable(getattr(self, option)):
+                raise TypeError(f"{option} must be callable, not {getattr(self, option)!r}")
+        networks: object = self.trusted_networks
+        if isinstance(networks, str):
+            raise ValueError("trusted_networks must be a tuple of CIDR strings, not one string")
+        object.__setattr__(self, "_networks", parse_networks(self.trusted_networks))
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id, rejected = self._request_id_for(request)
+        mapping = self._open_context(request, request_id, rejected)
+        try:
+            if rejected is not None and self.on_invalid == "reject":
+                response: web.StreamResponse = web.Response(
+                    status=400, text=f"400: invalid {self.header_names[0]} header"
+                )
+            else:
+                response = await handler(request)
+        except web.HTTPException as error:
+            self._label(error, mapping)  # raised, so never prepared yet
+            raise
+        except TimeoutError:
+            server_logger.debug("Request handler timed out.", exc_info=True)
+            response = _error_response(HTTPStatus.GATEWAY_TIMEOUT)
+        except Exception:
+            server_logger.exception("Error handling request from %s", request.remote)
+            response = _error_response(HTTPStatus.INTERNAL_SERVER_ERROR)
+        if not response.prepared:  # streamed responses were labelled by on_response_prepare
+            self._label(response, mapping)
+        return response
+
+    async def on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Label every response just before its headers go out (streaming, WebSocket, 500s)."""
+        mapping = request.get(REQUEST_CONTEXT)
+        if mapping is not None:
+            self._label(response, mapping)
+
+    def _request_id_for(self, request: web.Request) -> tuple[str, str | None]:
+        """The request's ID, and the escaped first invalid incoming value if there was one."""
+        rejected = None
+        if not self._networks or is_trusted(request.remote, self._networks):
+            headers = request.headers
+            for name in self.header_names:
+                raw = headers.get(name)
+                if raw is None:
+                    continue
+                candidate = trace_id_of(raw) if name.lower() == "traceparent" else raw
+                if candidate is not None and self._accepts(candidate):
+                    return candidate, rejected
+                if rejected is None:
+                    rejected = escaped(raw)
+                    logger.warning(
+                        'aioreqctx: invalid %s header from %s ignored: "%s"',
+                        name,
+                        request.remote,
+                        rejected,
+                    )
+        return self._new_id(), rejected
+
+    def _accepts(self, candidate: str) -> bool:
+        try:
+            return bool(self.validator(candidate))
+        except Exception:
+            logger.exception("aioreqctx: the request-ID validator raised; ID treated as invalid")
+            return False
+
+    def _new_id(self) -> str:
+        if self.generator is new_request_id:
+            return new_request_id()
+        made = self.generator()
+        if isinstance(made, str) and is_valid_request_id(made):
+            return made
+        logger.error("aioreqctx: the generator returned %r, not a safe ID; using a UUID4", made)
+        return new_request_id()
+
+    def _open_context(self, request: web.Request, request_id: str, rejected: str | None) -> Context:
+        inherited = current_mapping.get(None)
+        mapping: Context = snapshot(inherited) if inherited else {}
+        mapping[keys.REQUEST_ID] = request_id
+        mapping[keys.START_MONOTONIC] = perf_counter()
+        mapping[keys.START_TIME] = time()
+        mapping[keys.OPERATIONS] = OperationTimings()
+        if rejected is not None:
+            mapping[keys.REJECTED_REQUEST_ID] = rejected
+        enter(mapping)
+        request[REQUEST_CONTEXT] = mapping
+        return mapping
+
+    def _label(self, response: web.StreamResponse, mapping: Context) -> None:
+        response.headers[self.response_header] = mapping[keys.REQUEST_ID]
+        if self.server_timing:
+            total_ms = (perf_counter() - mapping[keys.START_MONOTONIC]) * 1000.0
+            operations: OperationTimings = mapping[keys.OPERATIONS]
+            response.headers["Server-Timing"] = server_timing_header(total_ms, operations.entries())
+
+
+def _error_response(status: HTTPStatus) -> web.Response:
+    """What aiohttp itself would answer, built here so it runs inside the request's context."""
+    return web.Response(status=status, text=f"{status.value}: {status.phrase}")
+
+
+MIDDLEWARE: web.AppKey[RequestIdMiddleware] = web.AppKey("aioreqctx.middleware")
+
+request_id_middleware = RequestIdMiddleware()
+"""The middleware with every default: ``web.Application(middlewares=[request_id_middleware])``."""
+
+
+def setup(app: web.Application, **options: Any) -> RequestIdMiddleware:
+    """Install the middleware (outermost) and the ``on_response_prepare`` handler on ``app``.
+
+    Use this rather than the bare middleware when the app streams, serves WebSockets or must
+    label aiohttp's own 500 pages. Options are ``RequestIdMiddleware``'s fields.
+    """
+    if MIDDLEWARE in app:
+        raise RuntimeError("aioreqctx.setup() was already called for this application")
+    middleware = RequestIdMiddleware(**options)
+    app.middlewares.insert(0, middleware)
+    app.on_response_prepare.append(middleware.on_response_prepare)
+    app[MIDDLEWARE] = middleware
+    return middleware
