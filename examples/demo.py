@@ -1,7 +1,7 @@
 """aioreqctx demo: a real aiohttp service on 127.0.0.1, request IDs in every task, thread and log.
 
 The service is the aiotask-context README's X-Request-ID example with ``import aioreqctx as
-context``; its middleware opens a fresh context per request with ``context.scope``. A scripted
+context`` and ``context.setup(app)`` in place of its hand-written middleware. A scripted
 client sends concurrent requests, with and without an ``X-Request-ID``, over keep-alive
 connections; each handler fans out into child tasks, a fire-and-forget task and an executor
 thread, and logs from all of them. The demo checks that every line of a request carries that
@@ -17,9 +17,7 @@ import argparse
 import asyncio
 import logging
 import sys
-import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 
 from aiohttp import ClientSession, web
 
@@ -46,19 +44,6 @@ class Recorder(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines[getattr(record, "request_id", "-")].append(record.getMessage())
-
-
-@web.middleware
-async def request_id_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    # A fresh context per request: never write into a mapping inherited from the connection
-    # (keep-alive requests would share it) or from start-up (every request would).
-    rid = request.headers.get("X-Request-ID", str(uuid.uuid4()))
-    async with context.scope({"X-Request-ID": rid}):
-        response = await handler(request)
-    response.headers["X-Request-ID"] = rid
-    return response
 
 
 def blocking_lookup(user: str) -> str:
@@ -92,7 +77,8 @@ LINES_PER_REQUEST = 5  # handler, two child tasks, the executor thread, the back
 
 
 async def main(recorder: Recorder) -> int:
-    app = web.Application(middlewares=[request_id_middleware])
+    app = web.Application()
+    context.setup(app)  # the middleware, plus the response header on every path
     app[BACKGROUND] = set()
     app.router.add_get("/{name}", handle)
     runner = web.AppRunner(app)

@@ -176,6 +176,7 @@ def test_unhandled_error_is_logged_inside_the_request(
     assert ("Error handling request from 127.0.0.1", "crash-1") in seen.seen
 
 
+@pytest.mark.parametrize("factory_name", ["no factory", *FACTORIES])
 def test_access_logger_signal_later_middleware_tasks_and_threads_see_the_request(
     loop_factory: LoopFactory, factory_name: str
 ) -> None:
@@ -206,7 +207,7 @@ def test_access_logger_signal_later_middleware_tasks_and_threads_see_the_request
         return web.Response()
 
     async def main() -> None:
-        asyncio.get_running_loop().set_task_factory(FACTORIES[factory_name])
+        asyncio.get_running_loop().set_task_factory(FACTORIES.get(factory_name))
         app = web.Application(middlewares=[later])
         context.setup(app)
         app.on_response_prepare.append(on_prepare)
