@@ -15,9 +15,10 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, MutableMapping
 from contextvars import ContextVar, Token
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Any
 
+from .dual import SyncOrAsync
 from .layered import note_write
 from .snapshot import snapshot
 
@@ -114,7 +115,7 @@ def enter(mapping: Context) -> None:
         task.context = mapping  # type: ignore[attr-defined]
 
 
-class scope:  # noqa: N801 - used like contextlib's lower-case context managers
+class scope(SyncOrAsync[Context]):  # noqa: N801 - used like contextlib's lower-case context managers
     """A fresh, isolated context for one unit of work, restored to the previous one on exit.
 
     Works as ``with`` and ``async with``; yields the new mapping. Inside a task it also points
@@ -140,12 +141,7 @@ class scope:  # noqa: N801 - used like contextlib's lower-case context managers
             self._task.context = mapping  # type: ignore[attr-defined]
         return mapping
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         assert self._token is not None, "scope.__exit__ without __enter__"
         current_mapping.reset(self._token)
         self._token = None
@@ -155,14 +151,3 @@ class scope:  # noqa: N801 - used like contextlib's lower-case context managers
             else:
                 self._task.context = self._previous_attr  # type: ignore[attr-defined]
         self._task = None
-
-    async def __aenter__(self) -> Context:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, traceback)

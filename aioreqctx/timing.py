@@ -14,10 +14,10 @@ import re
 import threading
 from collections.abc import Awaitable, Callable
 from time import perf_counter
-from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from . import keys
+from .dual import SyncOrAsync
 from .store import current_mapping, get
 
 P = ParamSpec("P")
@@ -59,7 +59,7 @@ def server_timing_header(total_ms: float, operations: list[tuple[str, float]]) -
     return ", ".join(parts)
 
 
-class timed_operation:  # noqa: N801 - used like contextlib's lower-case context managers
+class timed_operation(SyncOrAsync["timed_operation"]):  # noqa: N801 - used like contextlib's lower-case context managers
     """Time a block or a function under ``name``; ``with``, ``async with`` or a decorator.
 
     The duration goes to the current request's operations (and so to its ``Server-Timing``
@@ -77,28 +77,12 @@ class timed_operation:  # noqa: N801 - used like contextlib's lower-case context
         self._started = perf_counter()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.last_ms = (perf_counter() - self._started) * 1000.0
         mapping = current_mapping.get(None)
         timings = None if mapping is None else mapping.get(keys.OPERATIONS)
         if isinstance(timings, OperationTimings):
             timings.add(self.name, self.last_ms)
-
-    async def __aenter__(self) -> timed_operation:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, traceback)
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
         """Decorate ``func`` (sync or async): each call is timed as a fresh operation."""
