@@ -4,7 +4,7 @@ VENV ?= .venv
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
 SOURCES := aioreqctx tests examples bench
 
-.PHONY: demo test lint typecheck pytest test-all bench clean
+.PHONY: demo test lint typecheck pytest test-all bench bench-http clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -36,8 +36,17 @@ test-all:
 	  $(MAKE) --no-print-directory pytest PYTHON=$$py VENV=.venv-$$version || exit 1; \
 	done; [ $$found = 1 ] || { echo "no Python 3.11+ under $(PYENV_ROOT)/versions"; exit 1; }
 
+# One benchmark after the other, never in parallel (even under make -j): they share the cores.
 bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/tasks.py
+	$(MAKE) --no-print-directory bench-http
+
+# bench/http_middleware.py needs wrk (Debian package): installed on first use, sudo unless root.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+bench-http: $(VENV)/.installed
+	command -v wrk >/dev/null || $(SUDO) apt-get install -y wrk || \
+	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
+	$(VENV)/bin/python bench/http_middleware.py
 
 clean:
 	rm -rf .venv .venv-* .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
