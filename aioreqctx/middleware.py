@@ -18,6 +18,7 @@ from time import perf_counter, time
 from typing import Any, ClassVar, Literal
 
 from aiohttp import web
+from multidict import istr
 
 from . import keys
 from .ids import (
@@ -64,6 +65,9 @@ class RequestIdMiddleware:
     trusted_networks: tuple[str, ...] = ()
     server_timing: bool = False
     _networks: tuple[Network, ...] = field(init=False, repr=False)
+    _header: istr = field(init=False, repr=False)
+    # Set by setup(): on_response_prepare labels every response, so the middleware need not.
+    _labelled_on_prepare: bool = field(default=False, init=False, repr=False)
 
     __middleware_version__: ClassVar[int] = 1  # an aiohttp "new-style" middleware
 
@@ -85,6 +89,7 @@ class RequestIdMiddleware:
         if isinstance(networks, str):
             raise ValueError("trusted_networks must be a tuple of CIDR strings, not one string")
         object.__setattr__(self, "_networks", parse_networks(self.trusted_networks))
+        object.__setattr__(self, "_header", istr(self.response_header))
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         request_id, rejected = self._request_id_for(request)
@@ -97,7 +102,8 @@ class RequestIdMiddleware:
             else:
                 response = await handler(request)
         except web.HTTPException as error:
-            self._label(error, mapping)  # raised, so never prepared yet
+            if not self._labelled_on_prepare:
+                self._label(error, mapping)  # raised, so never prepared yet
             raise
         except TimeoutError:
             server_logger.debug("Request handler timed out.", exc_info=True)
@@ -105,7 +111,7 @@ class RequestIdMiddleware:
         except Exception:
             server_logger.exception("Error handling request from %s", request.remote)
             response = _error_response(HTTPStatus.INTERNAL_SERVER_ERROR)
-        if not response.prepared:  # streamed responses were labelled by on_response_prepare
+        if not (self._labelled_on_prepare or response.prepared):
             self._label(response, mapping)
         return response
 
@@ -167,7 +173,7 @@ class RequestIdMiddleware:
         return mapping
 
     def _label(self, response: web.StreamResponse, mapping: Context) -> None:
-        response.headers[self.response_header] = mapping[keys.REQUEST_ID]
+        response.headers[self._header] = mapping[keys.REQUEST_ID]
         if self.server_timing:
             total_ms = (perf_counter() - mapping[keys.START_MONOTONIC]) * 1000.0
             operations: OperationTimings = mapping[keys.OPERATIONS]
@@ -194,6 +200,7 @@ def setup(app: web.Application, **options: Any) -> RequestIdMiddleware:
     if MIDDLEWARE in app:
         raise RuntimeError("aioreqctx.setup() was already called for this application")
     middleware = RequestIdMiddleware(**options)
+    object.__setattr__(middleware, "_labelled_on_prepare", True)
     app.middlewares.insert(0, middleware)
     app.on_response_prepare.append(middleware.on_response_prepare)
     app[MIDDLEWARE] = middleware

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-import threading
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any, ParamSpec, TypeVar
@@ -32,24 +31,25 @@ def elapsed_ms() -> float | None:
 
 
 class OperationTimings:
-    """The named durations of one request, shared by all of its tasks and threads."""
+    """The named durations of one request, shared by all of its tasks and threads.
 
-    __slots__ = ("_entries", "_lock")
+    No lock: ``list.append`` and ``list(...)`` are atomic on CPython, with or without the GIL
+    (free-threaded builds lock each list internally), and one is made per request.
+    """
+
+    __slots__ = ("_entries",)
 
     def __init__(self) -> None:
         self._entries: list[tuple[str, float]] = []
-        self._lock = threading.Lock()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> OperationTimings:
         return self  # one record per request, whichever task copies the context
 
     def add(self, name: str, duration_ms: float) -> None:
-        with self._lock:
-            self._entries.append((name, duration_ms))
+        self._entries.append((name, duration_ms))
 
     def entries(self) -> list[tuple[str, float]]:
-        with self._lock:
-            return list(self._entries)
+        return list(self._entries)
 
 
 def server_timing_header(total_ms: float, operations: list[tuple[str, float]]) -> str:
