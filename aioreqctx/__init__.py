@@ -22,7 +22,14 @@ from .factories import (
 from .ids import is_valid_request_id, new_request_id, trace_id_of
 from .keys import OPERATIONS, REJECTED_REQUEST_ID, REQUEST_ID, START_MONOTONIC, START_TIME
 from .layered import LayeredContext
-from .middleware import REQUEST_CONTEXT, RequestIdMiddleware, request_id_middleware, setup
+from .middleware import (
+    REQUEST_CONTEXT,
+    UNHANDLED_ERROR,
+    RequestIdMiddleware,
+    request_id_middleware,
+    setup,
+)
+from .observers import RequestObserver
 from .store import NO_LOOP_EXCEPTION_MSG, Context, clear, get, scope, set  # noqa: A004
 from .threads import bind_context, run_in_executor
 from .timing import OperationTimings, elapsed_ms, timed_operation
@@ -37,10 +44,12 @@ __all__ = [
     "REQUEST_ID",
     "START_MONOTONIC",
     "START_TIME",
+    "UNHANDLED_ERROR",
     "Context",
     "LayeredContext",
     "OperationTimings",
     "RequestIdMiddleware",
+    "RequestObserver",
     "TaskFactory",
     "asyncio_current_task",
     "bind_context",

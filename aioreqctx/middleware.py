@@ -30,6 +30,7 @@ from .ids import (
     parse_networks,
     trace_id_of,
 )
+from .observers import RequestObserver
 from .snapshot import snapshot
 from .store import Context, current_mapping, enter
 from .timing import OperationTimings, server_timing_header
@@ -38,6 +39,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 REQUEST_CONTEXT: web.RequestKey[Context] = web.RequestKey("aioreqctx.context")
 """The request's context mapping on the request object, for code that runs outside its task."""
+
+UNHANDLED_ERROR: web.ResponseKey[Exception] = web.ResponseKey("aioreqctx.unhandled_error")
+"""On the 500 the middleware built for an unhandled exception: that exception."""
 
 
 logger = logging.getLogger("aioreqctx")
@@ -55,6 +59,7 @@ class RequestIdMiddleware:
     ``on_invalid``: ``"regenerate"`` (default) or ``"reject"`` (answer 400).
     ``trusted_networks``: if set, incoming IDs are used only from peers in these CIDRs.
     ``server_timing``: add a W3C ``Server-Timing`` header (total plus timed operations).
+    ``observers``: told when each request starts and ends (``aioreqctx.observers``).
     """
 
     header_names: tuple[str, ...] = (keys.REQUEST_ID,)
@@ -64,8 +69,10 @@ class RequestIdMiddleware:
     on_invalid: Literal["regenerate", "reject"] = "regenerate"
     trusted_networks: tuple[str, ...] = ()
     server_timing: bool = False
+    observers: tuple[RequestObserver, ...] = ()
     _networks: tuple[Network, ...] = field(init=False, repr=False)
     _header: istr = field(init=False, repr=False)
+    _single_header: bool = field(init=False, repr=False)
     # Set by setup(): on_response_prepare labels every response, so the middleware need not.
     _labelled_on_prepare: bool = field(default=False, init=False, repr=False)
 
@@ -90,30 +97,96 @@ class RequestIdMiddleware:
             raise ValueError("trusted_networks must be a tuple of CIDR strings, not one string")
         object.__setattr__(self, "_networks", parse_networks(self.trusted_networks))
         object.__setattr__(self, "_header", istr(self.response_header))
+        single = (
+            len(self.header_names) == 1
+            and self.header_names[0].lower() != "traceparent"
+            and self.validator is is_valid_request_id
+            and not self._networks
+        )
+        object.__setattr__(self, "_single_header", single)
+        object.__setattr__(self, "observers", tuple(self.observers))
+        for observer in self.observers:
+            if not callable(getattr(observer, "request_started", None)) or not callable(
+                getattr(observer, "request_finished", None)
+            ):
+                raise TypeError(
+                    f"{observer!r} is not a RequestObserver: it needs request_started() and "
+                    "request_finished() methods"
+                )
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        request_id, rejected = self._request_id_for(request)
-        mapping = self._open_context(request, request_id, rejected)
+        # The default configuration takes one header and the stock validator: checked inline,
+        # since every call saved here is paid once per request (bench/RESULTS.md).
+        rejected = None
+        if self._single_header:
+            request_id = request.headers.get(self.header_names[0])
+            if request_id is None:
+                request_id = self._new_id()
+            elif not is_valid_request_id(request_id):
+                rejected = self._reject(self.header_names[0], request_id, request)
+                request_id = self._new_id()
+        else:
+            request_id, rejected = self._request_id_for(request)
+        inherited = current_mapping.get(None)
+        mapping: Context = snapshot(inherited) if inherited else {}
+        mapping[keys.REQUEST_ID] = request_id
+        mapping[keys.START_MONOTONIC] = perf_counter()
+        mapping[keys.START_TIME] = time()
+        mapping[keys.OPERATIONS] = OperationTimings()
+        if rejected is not None:
+            mapping[keys.REJECTED_REQUEST_ID] = rejected
+        enter(mapping)
+        request[REQUEST_CONTEXT] = mapping
+        if self.observers:
+            return await self._observed(request, handler, mapping, rejected)
+        response = await self._respond(request, handler, mapping, rejected)
+        if not (self._labelled_on_prepare or response.prepared):
+            response.headers[self._header] = request_id
+            if self.server_timing:
+                self._add_server_timing(response, mapping)
+        return response
+
+    async def _respond(
+        self, request: web.Request, handler: Handler, mapping: Context, rejected: str | None
+    ) -> web.StreamResponse:
+        """The handler's response, with unhandled errors answered inside the request context."""
         try:
             if rejected is not None and self.on_invalid == "reject":
-                response: web.StreamResponse = web.Response(
-                    status=400, text=f"400: invalid {self.header_names[0]} header"
-                )
-            else:
-                response = await handler(request)
+                return web.Response(status=400, text=f"400: invalid {self.header_names[0]} header")
+            return await handler(request)
         except web.HTTPException as error:
             if not self._labelled_on_prepare:
                 self._label(error, mapping)  # raised, so never prepared yet
             raise
         except TimeoutError:
             server_logger.debug("Request handler timed out.", exc_info=True)
-            response = _error_response(HTTPStatus.GATEWAY_TIMEOUT)
-        except Exception:
+            return _error_response(HTTPStatus.GATEWAY_TIMEOUT)
+        except Exception as error:
             server_logger.exception("Error handling request from %s", request.remote)
             response = _error_response(HTTPStatus.INTERNAL_SERVER_ERROR)
-        if not (self._labelled_on_prepare or response.prepared):
-            self._label(response, mapping)
-        return response
+            response[UNHANDLED_ERROR] = error
+            return response
+
+    async def _observed(
+        self, request: web.Request, handler: Handler, mapping: Context, rejected: str | None
+    ) -> web.StreamResponse:
+        """``__call__`` with the observers told when the request starts and how it ended."""
+        for observer in self.observers:
+            _notify(observer.request_started, request, mapping)
+        response: web.StreamResponse | None = None
+        error: BaseException | None = None
+        try:
+            response = await self._respond(request, handler, mapping, rejected)
+            error = response.get(UNHANDLED_ERROR)
+            if not (self._labelled_on_prepare or response.prepared):
+                self._label(response, mapping)
+            return response
+        except BaseException as raised:
+            error = raised
+            raise
+        finally:
+            for observer in self.observers:
+                _notify(observer.request_finished, request, mapping, response, error)
 
     async def on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         """Label every response just before its headers go out (streaming, WebSocket, 500s)."""
@@ -134,14 +207,16 @@ class RequestIdMiddleware:
                 if candidate is not None and self._accepts(candidate):
                     return candidate, rejected
                 if rejected is None:
-                    rejected = escaped(raw)
-                    logger.warning(
-                        'aioreqctx: invalid %s header from %s ignored: "%s"',
-                        name,
-                        request.remote,
-                        rejected,
-                    )
+                    rejected = self._reject(name, raw, request)
         return self._new_id(), rejected
+
+    def _reject(self, header_name: str, raw: str, request: web.Request) -> str:
+        """Log an invalid incoming ID once, escaped; the escaped form is what the context keeps."""
+        shown = escaped(raw)
+        logger.warning(
+            'aioreqctx: invalid %s header from %s ignored: "%s"', header_name, request.remote, shown
+        )
+        return shown
 
     def _accepts(self, candidate: str) -> bool:
         try:
@@ -175,9 +250,21 @@ class RequestIdMiddleware:
     def _label(self, response: web.StreamResponse, mapping: Context) -> None:
         response.headers[self._header] = mapping[keys.REQUEST_ID]
         if self.server_timing:
-            total_ms = (perf_counter() - mapping[keys.START_MONOTONIC]) * 1000.0
-            operations: OperationTimings = mapping[keys.OPERATIONS]
-            response.headers["Server-Timing"] = server_timing_header(total_ms, operations.entries())
+            self._add_server_timing(response, mapping)
+
+    @staticmethod
+    def _add_server_timing(response: web.StreamResponse, mapping: Context) -> None:
+        total_ms = (perf_counter() - mapping[keys.START_MONOTONIC]) * 1000.0
+        operations: OperationTimings = mapping[keys.OPERATIONS]
+        response.headers["Server-Timing"] = server_timing_header(total_ms, operations.entries())
+
+
+def _notify(callback: Callable[..., None], *args: Any) -> None:
+    """Call an observer; its failure is logged, never turned into the request's failure."""
+    try:
+        callback(*args)
+    except Exception:
+        logger.exception("aioreqctx: request observer %r failed", callback)
 
 
 def _error_response(status: HTTPStatus) -> web.Response:
