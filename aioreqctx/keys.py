@@ -16,3 +16,7 @@ REJECTED_REQUEST_ID = "aioreqctx.rejected_request_id"
 
 OPERATIONS = "aioreqctx.operations"
 """The request's named sub-operation timings (see ``aioreqctx.timed_operation``)."""
+
+METADATA = "aioreqctx.metadata"
+"""A dict of fields the request's code added (``RequestContext.add_metadata``); every log line
+written during the request carries them. Absent until the first one is added."""

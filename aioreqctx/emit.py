@@ -1,0 +1,69 @@
+"""Write one structured event to the logger the application already uses: stdlib or structlog.
+
+Access lines, request events and lifecycle events are key/value records. A structlog logger
+gets them as keyword arguments, so its processors and renderer decide the output. A stdlib
+logger gets a one-line message (``event key=value ...``, values quoted and escaped so a
+client-controlled value cannot start a new line) and the fields as record attributes, for
+formatters that render JSON. Nothing is formatted when the level is filtered out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+EventSink = Callable[[int, str, Mapping[str, Any]], None]
+"""``sink(level, event, fields)``: write one event at a stdlib level number."""
+
+# Attributes a LogRecord already has; ``extra`` may not overwrite them (logging raises KeyError).
+_RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_BARE_VALUE = re.compile(r"[A-Za-z0-9\-_.:+/=@]*")
+
+
+def event_sink(target: logging.Logger | str | Any) -> EventSink:
+    """A sink for a stdlib logger (or its name) or a structlog logger (anything with ``.log``)."""
+    if isinstance(target, str):
+        target = logging.getLogger(target)
+    if isinstance(target, logging.Logger):
+        return _stdlib_sink(target)
+    if callable(getattr(target, "log", None)):
+        return _structlog_sink(target)
+    raise TypeError(
+        f"expected a logging.Logger, a logger name or a structlog logger, not {target!r}"
+    )
+
+
+def logfmt_value(value: Any) -> str:
+    """``value`` for a ``key=value`` line: bare when safe, otherwise JSON-quoted (escaped)."""
+    if value is None:
+        return "-"
+    text = value if isinstance(value, str) else str(value)
+    if text and _BARE_VALUE.fullmatch(text):
+        return text
+    return json.dumps(text)
+
+
+def _stdlib_sink(logger: logging.Logger) -> EventSink:
+    def sink(level: int, event: str, fields: Mapping[str, Any]) -> None:
+        if not logger.isEnabledFor(level):
+            return
+        line = " ".join([event, *(f"{key}={logfmt_value(value)}" for key, value in fields.items())])
+        extra = {key: value for key, value in fields.items() if key not in _RECORD_ATTRIBUTES}
+        extra["event"] = event
+        extra["event_fields"] = dict(fields)
+        logger.log(level, "%s", line, extra=extra)
+
+    return sink
+
+
+def _structlog_sink(logger: Any) -> EventSink:
+    is_enabled_for: Callable[[int], bool] | None = getattr(logger, "is_enabled_for", None)
+
+    def sink(level: int, event: str, fields: Mapping[str, Any]) -> None:
+        if is_enabled_for is None or is_enabled_for(level):
+            logger.log(level, event, **fields)
+
+    return sink

@@ -1,0 +1,62 @@
+"""Events reach stdlib and structlog loggers as one safe line or as key/value pairs."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+import structlog
+
+from aioreqctx.emit import event_sink, logfmt_value
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise AssertionError("formatted although the level is filtered out")
+
+
+def test_stdlib_line_is_one_line_and_fields_are_attributes() -> None:
+    logger = logging.getLogger("tests.emit.stdlib")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    records: list[logging.LogRecord] = []
+    handler.addFilter(lambda record: records.append(record) or True)
+    logger.addHandler(handler)
+    try:
+        sink = event_sink("tests.emit.stdlib")
+        sink(logging.INFO, "request_finished", {"path": "/a\nFAKE line", "name": "x", "n": 3})
+        sink(logging.DEBUG, "filtered", {"value": Unprintable()})
+    finally:
+        logger.removeHandler(handler)
+    assert stream.getvalue() == 'request_finished path="/a\\nFAKE line" name=x n=3\n'
+    (record,) = records
+    assert record.name == "tests.emit.stdlib"  # a field called "name" does not clobber it
+    assert record.event_fields == {"path": "/a\nFAKE line", "name": "x", "n": 3}  # type: ignore[attr-defined]
+    assert record.path == "/a\nFAKE line"  # type: ignore[attr-defined]
+
+
+def test_structlog_gets_the_fields_as_keywords() -> None:
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    try:
+        with structlog.testing.capture_logs() as captured:
+            sink = event_sink(structlog.get_logger())
+            sink(logging.WARNING, "request_finished", {"status": 404})
+            sink(logging.DEBUG, "filtered", {"value": Unprintable()})
+    finally:
+        structlog.reset_defaults()
+    assert captured == [{"event": "request_finished", "status": 404, "log_level": "warning"}]
+
+
+def test_values_are_bare_only_when_safe() -> None:
+    assert logfmt_value("abc-123") == "abc-123"
+    assert logfmt_value(None) == "-"
+    assert logfmt_value("") == '""'
+    assert logfmt_value('a "b"\r\n') == '"a \\"b\\"\\r\\n"'
+
+
+def test_anything_else_is_refused() -> None:
+    with pytest.raises(TypeError, match="structlog logger"):
+        event_sink(42)
