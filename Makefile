@@ -46,7 +46,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 bench-http: $(VENV)/.installed
 	command -v wrk >/dev/null || $(SUDO) apt-get install -y wrk || \
 	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
-	$(VENV)/bin/python bench/http_middleware.py
+	$(VENV)/bin/python bench/http_middleware.py --together
 
 clean:
 	rm -rf .venv .venv-* .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

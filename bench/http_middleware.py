@@ -24,13 +24,20 @@ Method. The servers run on one core (``taskset -c 0``), wrk on the other (``task
 request costs. Each server first answers one probe request, checked for the headers its
 variant must add; one that fails is skipped, with the server's last log line. Then every round
 runs wrk once against every server, one at a time, in an order rotated each round (round 0
-warms up and is discarded), and reads the server's CPU time (utime + stime in
-``/proc/<pid>/stat``, clock ticks) before and after. Per variant and round: CPU per request,
+warms up and is discarded), and reads the server's CPU time (the time on CPU of its threads, in
+``/proc/<pid>/task/*/schedstat``) before and after. Per variant and round: CPU per request,
 requests/s, p50 and p99 latency, each also as a ratio to ``bare`` *in the same round*. The
 table gives medians over rounds, and the min-max of the CPU ratio: on a shared machine one
 run's CPU per request moves by 10-30%, so read a ratio to within its spread. Targets (PASS/FAIL
 on the median CPU ratio): ``aioreqctx`` <= 1.05x and ``aioreqctx setup+server_timing`` <= 1.10x
 bare; about 1.38x is expected for aiotask-context. Verdicts are printed, not an exit status.
+
+With ``--together`` every round instead loads all servers at once, each with its own wrk (all
+wrk on the one core, all servers on the other), and CPU time comes from each server's
+``/proc/<pid>/task/*/schedstat`` (ns). Every server then goes through the same slow and fast
+spells of the machine; two identical bare servers read within 2% of each other this way, so
+this is the method bench/RESULTS.md reports (latencies are then shared-core latencies, and
+only their ratios mean anything).
 
 Run it with ``make bench-http`` (installs wrk if needed, then runs
 ``python bench/http_middleware.py``: 12 rounds, about 3 minutes), ``--quick`` for a ~20 s smoke
@@ -325,32 +332,61 @@ class Sample:
         return Sample(*map(statistics.median, zip(*(s.fields() for s in samples), strict=True)))
 
 
-CLOCK_TICK = 1 / os.sysconf("SC_CLK_TCK")
 TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid``: fields 14 and 15 of /proc/<pid>/stat, after the ")" of comm."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) * CLOCK_TICK
+    """CPU time of every thread of ``pid``: the first field of each /proc/.../schedstat (ns)."""
+    total = 0
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        with (
+            contextlib.suppress(FileNotFoundError),
+            open(f"/proc/{pid}/task/{thread}/schedstat") as f,
+        ):
+            total += int(f.read().split()[0])
+    return total / 1e9
 
 
-def measure(server: Server, settings: Settings, cpu: int) -> Sample:
-    """Load ``server`` with wrk on ``cpu`` for one run; its CPU time is read around the run."""
+def wrk_command(server: Server, settings: Settings, cpu: int) -> list[str]:
     command = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{settings.connections}"]
     command += [f"-d{settings.seconds}s", "--latency"]
     for name, value in server.variant.send:
         command += ["-H", f"{name}: {value}"]
+    return [*command, server.url]
+
+
+def measure(server: Server, settings: Settings, cpu: int) -> Sample:
+    """Load ``server`` with wrk on ``cpu`` for one run; its CPU time is read around the run."""
     before = cpu_seconds(server.process.pid)
-    output = subprocess.run(
-        [*command, server.url], capture_output=True, text=True, check=True
-    ).stdout
-    used = cpu_seconds(server.process.pid) - before
+    command = wrk_command(server, settings, cpu)
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return sample_of(server, output, cpu_seconds(server.process.pid) - before)
+
+
+def measure_together(servers: list[Server], settings: Settings, cpu: int) -> list[Sample]:
+    """Load every server at once, each with its own wrk (all on ``cpu``), for one run.
+
+    Every server then lives through the same slow and fast spells of the shared machine, which
+    the one-at-a-time runs cannot promise: two identical bare servers read within 2% of each
+    other this way, against 0.66-1.96x when run one after the other.
+    """
+    before = [cpu_seconds(server.process.pid) for server in servers]
+    runs = [
+        subprocess.Popen(wrk_command(server, settings, cpu), stdout=subprocess.PIPE, text=True)
+        for server in servers
+    ]
+    outputs = [run.communicate()[0] for run in runs]
+    used = [cpu_seconds(server.process.pid) - b for server, b in zip(servers, before, strict=True)]
+    if any(run.returncode for run in runs):
+        raise RuntimeError(f"wrk failed: {[run.returncode for run in runs]}")
+    return [sample_of(*args) for args in zip(servers, outputs, used, strict=True)]
+
+
+def sample_of(server: Server, output: str, cpu_used: float) -> Sample:
     requests = int(wrk_field(output, r"(\d+) requests in"))
     check_errors(server.variant, output)
     return Sample(
-        used / requests,
+        cpu_used / requests,
         float(wrk_field(output, r"Requests/sec:\s+([\d.]+)")),
         wrk_time(output, "50%"),
         wrk_time(output, "99%"),
@@ -379,19 +415,25 @@ def check_errors(variant: Variant, output: str) -> None:
         raise RuntimeError(f"wrk against {variant.name!r}: {errors}")
 
 
-def interleaved(servers: list[Server], settings: Settings, wrk_cpu: int) -> list[list[Sample]]:
-    """Per timed round, one sample per server (in ``servers`` order); the order of runs rotates.
+def interleaved(
+    servers: list[Server], settings: Settings, wrk_cpu: int, together: bool
+) -> list[list[Sample]]:
+    """Per timed round, one sample per server (in ``servers`` order). Round 0 warms up.
 
-    Rotating spreads whatever one run leaves behind (a warmer cache, a busier neighbour on the
-    shared cores) over all variants. Round 0 warms every server up and is discarded.
+    One at a time, the order of runs rotates each round, spreading whatever one run leaves
+    behind (a warmer cache, a busier neighbour on the shared cores) over all variants.
     """
     per_round = []
     for round_ in range(settings.rounds + 1):
-        shift = round_ % len(servers)
-        order = servers[shift:] + servers[:shift]
-        samples = {server.variant.name: measure(server, settings, wrk_cpu) for server in order}
+        if together:
+            samples = measure_together(servers, settings, wrk_cpu)
+        else:
+            shift = round_ % len(servers)
+            order = servers[shift:] + servers[:shift]
+            by_name = {server.variant.name: measure(server, settings, wrk_cpu) for server in order}
+            samples = [by_name[server.variant.name] for server in servers]
         if round_:
-            per_round.append([samples[server.variant.name] for server in servers])
+            per_round.append(samples)
         print(f"round {round_}/{settings.rounds} done", file=sys.stderr, flush=True)
     return per_round
 
@@ -447,20 +489,22 @@ def noise_note(rounds: list[list[Sample]]) -> str:
     )
 
 
-def run(settings: Settings, loop_kind: str, server_cpu: int, wrk_cpu: int, markdown: bool) -> None:
+def run(settings: Settings, args: argparse.Namespace) -> None:
     """Start every server, drop those whose probe fails, measure the rest, print the table."""
     with contextlib.ExitStack() as stack:
-        started = [stack.enter_context(running_server(v, loop_kind, server_cpu)) for v in VARIANTS]
+        server_cpu, wrk_cpu = args.cpus
+        started = [stack.enter_context(running_server(v, args.loop, server_cpu)) for v in VARIANTS]
         failures = {server.variant.name: probe(server) for server in started}
         skipped = {name: reason for name, reason in failures.items() if reason is not None}
         if BARE.name in skipped:
             raise RuntimeError(f"the bare server does not work: {skipped[BARE.name]}")
         servers = [server for server in started if server.variant.name not in skipped]
         assert servers[0].variant is BARE, "ratios are taken against the first column"
-        rounds = interleaved(servers, settings, wrk_cpu)
-    heading = f"Python {platform.python_version()}, {loop_kind} event loop"
-    print(f"\n### {heading}\n" if markdown else f"\n=== {heading} ===\n")
-    print(table(servers, rounds, skipped, markdown))
+        rounds = interleaved(servers, settings, wrk_cpu, args.together)
+    method = "all loaded at once" if args.together else "one at a time"
+    heading = f"Python {platform.python_version()}, {args.loop} event loop, {method}"
+    print(f"\n### {heading}\n" if args.markdown else f"\n=== {heading} ===\n")
+    print(table(servers, rounds, skipped, args.markdown))
     print(f"\n{noise_note(rounds)}", flush=True)
 
 
@@ -481,7 +525,7 @@ def main() -> None:
         f"{wrk_version()}, {settings}, server on CPU {server_cpu}, wrk on CPU {wrk_cpu}; "
         "values and ratios to bare (same round) are medians over rounds."
     )
-    run(settings, args.loop, server_cpu, wrk_cpu, args.markdown)
+    run(settings, args)
 
 
 def parse_args() -> argparse.Namespace:
@@ -494,6 +538,9 @@ def parse_args() -> argparse.Namespace:
         command.add_argument("--loop", choices=list(LOOPS), default="asyncio")
     parser.add_argument("--quick", action="store_true", help="a ~20 s smoke run")
     parser.add_argument("--markdown", action="store_true", help="tables for bench/RESULTS.md")
+    parser.add_argument(
+        "--together", action="store_true", help="load all servers at once (less noisy)"
+    )
     parser.add_argument("--cpus", type=int, nargs=2, default=(0, 1), help="server and wrk core")
     return parser.parse_args()
 
