@@ -23,6 +23,7 @@ from .ids import is_valid_request_id, new_request_id, trace_id_of
 from .keys import OPERATIONS, REJECTED_REQUEST_ID, REQUEST_ID, START_MONOTONIC, START_TIME
 from .layered import LayeredContext
 from .middleware import (
+    CLIENT_CLOSED_REQUEST,
     REQUEST_CONTEXT,
     UNHANDLED_ERROR,
     RequestIdMiddleware,
@@ -35,6 +36,7 @@ from .threads import bind_context, run_in_executor
 from .timing import OperationTimings, elapsed_ms, timed_operation
 
 __all__ = [
+    "CLIENT_CLOSED_REQUEST",
     "EAGER_TASKS_SUPPORTED",
     "NO_LOOP_EXCEPTION_MSG",
     "OPERATIONS",

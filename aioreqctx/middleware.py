@@ -40,6 +40,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_CONTEXT: web.RequestKey[Context] = web.RequestKey("aioreqctx.context")
 """The request's context mapping on the request object, for code that runs outside its task."""
 
+CLIENT_CLOSED_REQUEST = 499
+"""nginx's status for a client that hung up before the response was complete: what the
+access log and observers see for it (nothing reaches the client)."""
+
 UNHANDLED_ERROR: web.ResponseKey[Exception] = web.ResponseKey("aioreqctx.unhandled_error")
 """On the 500 the middleware built for an unhandled exception: that exception."""
 
@@ -162,8 +166,13 @@ class RequestIdMiddleware:
             server_logger.debug("Request handler timed out.", exc_info=True)
             return _error_response(HTTPStatus.GATEWAY_TIMEOUT)
         except Exception as error:
-            server_logger.exception("Error handling request from %s", request.remote)
-            response = _error_response(HTTPStatus.INTERNAL_SERVER_ERROR)
+            if isinstance(error, ConnectionResetError) and _client_gone(request):
+                # Not a server error: the client hung up mid-response (a streaming write raised).
+                server_logger.debug("Client %s disconnected.", request.remote, exc_info=True)
+                response = web.Response(status=CLIENT_CLOSED_REQUEST)
+            else:
+                server_logger.exception("Error handling request from %s", request.remote)
+                response = _error_response(HTTPStatus.INTERNAL_SERVER_ERROR)
             response[UNHANDLED_ERROR] = error
             return response
 
@@ -265,6 +274,11 @@ def _notify(callback: Callable[..., None], *args: Any) -> None:
         callback(*args)
     except Exception:
         logger.exception("aioreqctx: request observer %r failed", callback)
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _error_response(status: HTTPStatus) -> web.Response:

@@ -308,3 +308,43 @@ def test_startup_values_are_seen_but_never_shared_writable_state(
     bodies, after = run(loop_factory, main)
     assert bodies == [b"demo"] * 3
     assert after == "demo"
+
+
+def test_a_client_hanging_up_mid_stream_is_not_a_server_error(
+    loop_factory: LoopFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    statuses: list[int] = []
+    first_chunk_sent = asyncio.Event()
+
+    class StatusLogger(AbstractAccessLogger):
+        def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+            statuses.append(response.status)
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        while True:
+            await response.write(b"tick\n")
+            first_chunk_sent.set()
+            await asyncio.sleep(0.02)
+
+    async def main() -> None:
+        app = web.Application()
+        context.setup(app)
+        app.router.add_get("/endless", endless)
+        async with serving(app, access_log_class=StatusLogger) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(get_request("/endless"))
+            await asyncio.wait_for(first_chunk_sent.wait(), 5)
+            await reader.readuntil(b"tick\n")
+            writer.close()
+            for _ in range(500):
+                if statuses:
+                    break
+                await asyncio.sleep(0.01)
+
+    with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
+        run(loop_factory, main)
+    assert statuses == [context.CLIENT_CLOSED_REQUEST]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("disconnected" in r.getMessage() for r in caplog.records)
