@@ -243,19 +243,6 @@ class RequestIdMiddleware:
         logger.error("aioreqctx: the generator returned %r, not a safe ID; using a UUID4", made)
         return new_request_id()
 
-    def _open_context(self, request: web.Request, request_id: str, rejected: str | None) -> Context:
-        inherited = current_mapping.get(None)
-        mapping: Context = snapshot(inherited) if inherited else {}
-        mapping[keys.REQUEST_ID] = request_id
-        mapping[keys.START_MONOTONIC] = perf_counter()
-        mapping[keys.START_TIME] = time()
-        mapping[keys.OPERATIONS] = OperationTimings()
-        if rejected is not None:
-            mapping[keys.REJECTED_REQUEST_ID] = rejected
-        enter(mapping)
-        request[REQUEST_CONTEXT] = mapping
-        return mapping
-
     def _label(self, response: web.StreamResponse, mapping: Context) -> None:
         response.headers[self._header] = mapping[keys.REQUEST_ID]
         if self.server_timing:

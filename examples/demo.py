@@ -1,11 +1,13 @@
-"""aioreqctx demo: a real aiohttp service on 127.0.0.1, request IDs in every task, thread and log.
+"""aioreqctx demo: two aiohttp services on 127.0.0.1, one request ID across both of them.
 
-The service is the aiotask-context README's X-Request-ID example with ``import aioreqctx as
-context`` and ``context.setup(app)`` in place of its hand-written middleware. A scripted
-client sends concurrent requests, with and without an ``X-Request-ID``, over keep-alive
-connections; each handler fans out into child tasks, a fire-and-forget task and an executor
-thread, and logs from all of them. The demo checks that every line of a request carries that
-request's ID, prints a summary, and exits 0 (1 if any ID leaked or went missing).
+``examples/services.py`` runs a gateway and a backend, each in a process of its own, logging
+JSON lines to stdout (structlog; the access log and the lifecycle events too). The gateway calls
+the backend through a ``ClientSession`` that carries the request's ID. This script starts both,
+sends one request per scenario (no ID, a valid ID, an invalid one, a 500, a streaming response,
+a fan-out into child tasks and an executor thread, a client that hangs up early), stops both
+services, and prints every line of both services grouped under each request's ID, then a
+summary. It exits 0 only if every scenario's ID is in both services' lines and each scenario
+behaved as it should; nothing is left running.
 
     python examples/demo.py [--factory task_factory|copying_task_factory|chainmap_task_factory]
                             [--loop asyncio|uvloop]
@@ -15,116 +17,195 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import json
+import signal
+import subprocess
 import sys
+import threading
+import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession, ClientTimeout
 
-import aioreqctx as context
-
-log = logging.getLogger("demo")
+SERVICES = Path(__file__).with_name("services.py")
 FACTORIES = ["task_factory", "copying_task_factory", "chainmap_task_factory"]
+HEADER = "X-Request-ID"
+Line = dict[str, Any]
 
 
-class RequestIdFilter(logging.Filter):
-    """Put the current request's ID on every record (attached to the handler, not a logger)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = context.get("X-Request-ID", "-")
-        return True
-
-
-class Recorder(logging.Handler):
-    """Keeps (request ID, message) pairs so the demo can check them at the end."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: dict[str, list[str]] = defaultdict(list)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines[getattr(record, "request_id", "-")].append(record.getMessage())
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: str
+    sent_id: str | None = None
+    expected_status: int | None = 200  # None: the client hangs up before the status matters
+    hang_up: bool = False
 
 
-def blocking_lookup(user: str) -> str:
-    log.info("executor thread: looking up %s", user)
-    return user.upper()
+SCENARIOS = [
+    Scenario("no ID sent", "/hello/ana"),
+    Scenario("valid ID", "/hello/ben", sent_id="demo-valid-7f3a"),
+    Scenario("invalid ID", "/hello/cy", sent_id="bad id; drop table"),
+    Scenario("handler fails", "/fail", expected_status=500),
+    Scenario("streaming", "/stream"),
+    Scenario("fan-out", "/fanout"),
+    Scenario("client hangs up", "/slow-stream", expected_status=None, hang_up=True),
+]
 
 
-async def child(step: str) -> None:
-    await asyncio.sleep(0.01)
-    log.info("child task: %s", step)
+@dataclass
+class Outcome:
+    scenario: Scenario
+    request_id: str
+    status: int | None
+    duration_ms: float
 
 
-async def fire_and_forget(done: asyncio.Event) -> None:
-    await asyncio.sleep(0.05)  # runs on after the response has gone
-    log.info("background task: audit written")
-    done.set()
+@dataclass
+class Service:
+    """A service process and every JSON line it printed (read by a thread as they come)."""
+
+    name: str
+    process: subprocess.Popen[str]
+    lines: list[Line] = field(default_factory=list)
+    port: int | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    def read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            try:
+                line = json.loads(raw)
+            except json.JSONDecodeError:
+                line = {"event": raw.rstrip(), "unparsed": True}
+            line["service"] = self.name
+            if line.get("event") == "listening":
+                self.port = int(line["port"])
+                self.ready.set()
+            self.lines.append(line)
+        self.ready.set()  # the process ended: stop waiting either way
 
 
-async def handle(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
-    log.info("handler: hello %s", name)
-    await asyncio.gather(child("fetch profile"), child("fetch orders"))
-    shown = await context.run_in_executor(None, blocking_lookup, name)
-    done = asyncio.Event()
-    request.app[BACKGROUND].add(asyncio.create_task(fire_and_forget(done)))
-    return web.Response(text=f"Hello, {shown}. Your request id is {context.get('X-Request-ID')}.")
-
-
-BACKGROUND = web.AppKey("background", set[asyncio.Task[None]])
-LINES_PER_REQUEST = 5  # handler, two child tasks, the executor thread, the background task
-
-
-async def main(recorder: Recorder) -> int:
-    app = web.Application()
-    context.setup(app)  # the middleware, plus the response header on every path
-    app[BACKGROUND] = set()
-    app.router.add_get("/{name}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    print(f"service listening on http://127.0.0.1:{port}\n")
-    concurrent = [("ana", "demo-given-1"), ("ben", None), ("cy", "demo-given-2"), ("dee", None)]
-    keep_alive = [("eve", None), ("fay", "demo-given-3")]
+@contextmanager
+def service(name: str, *args: str) -> Iterator[Service]:
+    """Start ``services.py NAME ARGS``; always stopped (SIGTERM, then SIGKILL after 10 s)."""
+    command = [sys.executable, str(SERVICES), name, "--port", "0", *args]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    running = Service(name, process)
+    reader = threading.Thread(target=running.read, daemon=True)
+    reader.start()
     try:
-        async with ClientSession(f"http://127.0.0.1:{port}") as session:
-
-            async def call(name: str, rid: str | None) -> tuple[str, str]:
-                headers = {"X-Request-ID": rid} if rid else {}
-                async with session.get(f"/{name}", headers=headers) as response:
-                    return response.headers["X-Request-ID"], await response.text()
-
-            replies = await asyncio.gather(*(call(name, rid) for name, rid in concurrent))
-            # One after the other: these reuse the pooled keep-alive connections.
-            replies += [await call(name, rid) for name, rid in keep_alive]
-            await asyncio.gather(*app[BACKGROUND])
+        if not running.ready.wait(30) or running.port is None:
+            raise RuntimeError(f"{name} did not start: {running.lines[-3:]}")
+        yield running
     finally:
-        await runner.cleanup()
-    return report(concurrent + keep_alive, replies, recorder)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        reader.join(timeout=5)
 
 
-def report(
-    sent: list[tuple[str, str | None]], replies: list[tuple[str, str]], recorder: Recorder
-) -> int:
-    print(f"\n{'request ID':38} {'sent ID?':9} {'lines':>5}  sources that logged it")
-    healthy = True
-    for (_name, given), (rid, text) in zip(sent, replies, strict=True):
-        lines = recorder.lines.get(rid, [])
-        sources = sorted({line.split(":")[0] for line in lines})
-        complete = (
-            len(lines) == LINES_PER_REQUEST and rid in text and (given is None or rid == given)
+async def send(base_url: str, scenario: Scenario) -> Outcome:
+    """One request as an outside client would send it (no aioreqctx on this side)."""
+    headers = {HEADER: scenario.sent_id} if scenario.sent_id else {}
+    started = time.perf_counter()
+    async with (
+        ClientSession(base_url, timeout=ClientTimeout(total=15)) as session,
+        session.get(scenario.path, headers=headers) as response,
+    ):
+        if scenario.hang_up:
+            await response.content.readany()  # the first chunk, then close the connection
+            response.close()
+            status = None
+        else:
+            await response.read()
+            status = response.status
+        return Outcome(
+            scenario, response.headers[HEADER], status, (time.perf_counter() - started) * 1000
         )
-        healthy &= complete
-        flag = "ok" if complete else "MISSING OR LEAKED"
-        print(f"{rid:38} {'yes' if given else 'no':9} {len(lines):>5}  {', '.join(sources)} {flag}")
-    stray = recorder.lines.get("-", [])
-    healthy &= not stray
-    print(f"\nlog lines without a request ID: {len(stray)}")
-    print("every request's lines carried its own ID" if healthy else "FAILED")
-    return 0 if healthy else 1
+
+
+def grouped(services: list[Service]) -> dict[str, list[Line]]:
+    by_id: dict[str, list[Line]] = defaultdict(list)
+    for line in sorted((line for s in services for line in s.lines), key=lambda x: x.get("t", 0)):
+        by_id[str(line.get("request_id", "-"))].append(line)
+    return by_id
+
+
+SHOWN_FIELDS = ("method", "path", "status", "duration_ms", "bytes", "reason", "during_streaming")
+
+
+def describe(line: Line) -> str:
+    extras = " ".join(f"{key}={line[key]}" for key in SHOWN_FIELDS if key in line)
+    where = f"[{line.get('task', '')}{'/' + line['thread'] if 'thread' in line else ''}]"
+    return f"  {line['service']:8} {line.get('level', ''):7} {line['event']} {extras} {where}"
+
+
+def problems(outcome: Outcome, lines: list[Line]) -> list[str]:
+    """What went wrong for this scenario, judged from the response and both services' logs."""
+    found = []
+    scenario = outcome.scenario
+    services = {line["service"] for line in lines}
+    if services != {"gateway", "backend"}:
+        found.append(f"ID seen only in {sorted(services)}")
+    if scenario.expected_status is not None and outcome.status != scenario.expected_status:
+        found.append(f"status {outcome.status}, expected {scenario.expected_status}")
+    if scenario.name == "valid ID" and outcome.request_id != scenario.sent_id:
+        found.append("the valid incoming ID was not kept")
+    if scenario.name == "invalid ID" and outcome.request_id == scenario.sent_id:
+        found.append("the invalid incoming ID was echoed")
+    events = {line["event"] for line in lines}
+    if scenario.hang_up and "client_disconnected" not in events:
+        found.append("no client_disconnected event")
+    if scenario.name == "fan-out" and not any("thread" in line for line in lines):
+        found.append("no line from the executor thread")
+    return found
+
+
+def report(outcomes: list[Outcome], services: list[Service]) -> int:
+    by_id = grouped(services)
+    failures = 0
+    rows = []
+    for outcome in outcomes:
+        lines = by_id.get(outcome.request_id, [])
+        print(f"\n== {outcome.scenario.name}: {outcome.request_id}")
+        for line in lines:
+            print(describe(line))
+        found = problems(outcome, lines)
+        failures += bool(found)
+        for problem in found:
+            print(f"  PROBLEM: {problem}")
+        touched = ", ".join(sorted({line["service"] for line in lines})) or "-"
+        lifecycle = sum(1 for line in lines if line.get("logger") == "aioreqctx.lifecycle")
+        status = "hung up" if outcome.status is None else str(outcome.status)
+        rows.append(
+            (outcome.scenario.name, status, f"{outcome.duration_ms:.0f}", touched, len(lines))
+        )
+        rows[-1] += (lifecycle, "ok" if not found else "FAIL")
+    print_table(rows)
+    exit_codes = {s.name: s.process.returncode for s in services}
+    if any(exit_codes.values()):
+        print(f"a service did not exit cleanly: {exit_codes}")
+        failures += 1
+    print("\none ID tied both services' lines together in every scenario" if not failures else "")
+    return 1 if failures else 0
+
+
+def print_table(rows: list[tuple[Any, ...]]) -> None:
+    heading = ("scenario", "status", "ms", "services", "lines", "lifecycle", "check")
+    widths = [max(len(str(row[i])) for row in [heading, *rows]) for i in range(len(heading))]
+    print()
+    for row in [heading, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
 
 
 def run() -> int:
@@ -132,28 +213,19 @@ def run() -> int:
     parser.add_argument("--factory", choices=FACTORIES, default="copying_task_factory")
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args()
-    recorder = Recorder()
-    console = logging.StreamHandler(sys.stdout)
-    console.setFormatter(logging.Formatter("%(request_id)-36s | %(threadName)-22s | %(message)s"))
-    for handler in (console, recorder):
-        handler.addFilter(RequestIdFilter())
-    logging.basicConfig(level=logging.INFO, handlers=[console, recorder])
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    options = ["--factory", args.factory, "--loop", args.loop]
+    with ExitStack() as stack:
+        backend = stack.enter_context(service("backend", *options))
+        backend_url = f"http://127.0.0.1:{backend.port}"
+        gateway = stack.enter_context(service("gateway", "--backend-url", backend_url, *options))
+        print(f"backend on {backend_url}, gateway on http://127.0.0.1:{gateway.port}")
 
-    def new_loop() -> asyncio.AbstractEventLoop:
-        loop: asyncio.AbstractEventLoop
-        if args.loop == "uvloop":
-            import uvloop  # noqa: PLC0415 - optional extra
+        async def scenarios() -> list[Outcome]:
+            return [await send(f"http://127.0.0.1:{gateway.port}", s) for s in SCENARIOS]
 
-            loop = uvloop.new_event_loop()
-        else:
-            loop = asyncio.new_event_loop()
-        loop.set_task_factory(getattr(context, args.factory))
-        return loop
-
-    print(f"aioreqctx demo: {args.factory} on {args.loop}, Python {sys.version.split()[0]}")
-    with asyncio.Runner(loop_factory=new_loop) as runner:
-        return runner.run(main(recorder))
+        outcomes = asyncio.run(scenarios())
+        time.sleep(0.5)  # let fire-and-forget work and the last access lines finish
+    return report(outcomes, [gateway, backend])
 
 
 if __name__ == "__main__":
