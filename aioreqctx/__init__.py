@@ -4,6 +4,7 @@
 Python 3.11 to 3.14, under uvloop and with eager tasks.
 """
 
+from .client import ClientPropagation, DeadlineExceeded
 from .compat import (
     PY37,
     asyncio_current_task,
@@ -11,6 +12,12 @@ from .compat import (
     dict_context_factory,
     logger,
     task_factory,
+)
+from .deadline import (
+    DEADLINE_HEADER,
+    DeadlineObserver,
+    deadline_timeout,
+    remaining_time,
 )
 from .factories import (
     EAGER_TASKS_SUPPORTED,
@@ -20,7 +27,14 @@ from .factories import (
     task_factory_for,
 )
 from .ids import is_valid_request_id, new_request_id, trace_id_of
-from .keys import OPERATIONS, REJECTED_REQUEST_ID, REQUEST_ID, START_MONOTONIC, START_TIME
+from .keys import (
+    DEADLINE,
+    OPERATIONS,
+    REJECTED_REQUEST_ID,
+    REQUEST_ID,
+    START_MONOTONIC,
+    START_TIME,
+)
 from .layered import LayeredContext
 from .middleware import (
     CLIENT_CLOSED_REQUEST,
@@ -31,12 +45,15 @@ from .middleware import (
     setup,
 )
 from .observers import RequestObserver
+from .otel import SpanRequestIdObserver, otel_log_fields
 from .store import NO_LOOP_EXCEPTION_MSG, Context, clear, get, scope, set  # noqa: A004
 from .threads import bind_context, run_in_executor
 from .timing import OperationTimings, elapsed_ms, timed_operation
 
 __all__ = [
     "CLIENT_CLOSED_REQUEST",
+    "DEADLINE",
+    "DEADLINE_HEADER",
     "EAGER_TASKS_SUPPORTED",
     "NO_LOOP_EXCEPTION_MSG",
     "OPERATIONS",
@@ -47,11 +64,15 @@ __all__ = [
     "START_MONOTONIC",
     "START_TIME",
     "UNHANDLED_ERROR",
+    "ClientPropagation",
     "Context",
+    "DeadlineExceeded",
+    "DeadlineObserver",
     "LayeredContext",
     "OperationTimings",
     "RequestIdMiddleware",
     "RequestObserver",
+    "SpanRequestIdObserver",
     "TaskFactory",
     "asyncio_current_task",
     "bind_context",
@@ -59,12 +80,15 @@ __all__ = [
     "chainmap_task_factory",
     "clear",
     "copying_task_factory",
+    "deadline_timeout",
     "dict_context_factory",
     "elapsed_ms",
     "get",
     "is_valid_request_id",
     "logger",
     "new_request_id",
+    "otel_log_fields",
+    "remaining_time",
     "request_id_middleware",
     "run_in_executor",
     "scope",

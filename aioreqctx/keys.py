@@ -20,3 +20,7 @@ OPERATIONS = "aioreqctx.operations"
 METADATA = "aioreqctx.metadata"
 """A dict of fields the request's code added (``RequestContext.add_metadata``); every log line
 written during the request carries them. Absent until the first one is added."""
+
+DEADLINE = "aioreqctx.deadline"
+"""When the request must be done, as a ``time.monotonic()`` instant; absent when it has no
+deadline (see ``aioreqctx.DeadlineObserver`` and ``aioreqctx.remaining_time``)."""

@@ -1,0 +1,114 @@
+"""The request's ID (and deadline) on every outgoing aiohttp ``ClientSession`` request.
+
+An aiohttp client middleware runs in the caller's task, so it reads the current request's
+mapping with one ``ContextVar`` lookup, wherever the call is made: the handler, a task it
+spawned (with any factory or none) or a thread that copied the context
+(``aioreqctx.run_in_executor``) and runs its own loop. Unlike a ``TraceConfig`` it wraps the
+sending of the request, so it can also hold the call to the request's deadline, and it costs
+less (bench/RESULTS.md). The ``TraceConfig`` is there for sessions whose middlewares the
+caller replaces per request (``session.get(url, middlewares=...)`` drops the session's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Literal
+
+from aiohttp import ClientRequest, ClientResponse, ClientSession, TraceConfig
+from aiohttp.client_middlewares import ClientHandlerType
+from aiohttp.tracing import TraceRequestStartParams
+from multidict import CIMultiDict, istr
+
+from . import keys
+from .deadline import DEADLINE_HEADER, format_deadline
+from .ids import is_valid_request_id, new_request_id
+from .store import current_mapping
+
+
+class DeadlineExceeded(TimeoutError):  # noqa: N818 - it is a TimeoutError, named for what ran out
+    """The request's deadline passed before an outgoing call could be sent."""
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ClientPropagation:
+    """A client middleware: ``ClientSession(middlewares=(aioreqctx.ClientPropagation(),))``.
+
+    ``header``: the outgoing header that carries the ID.
+    ``outside_request``: ``"skip"`` (default) sends no ID when no request is current;
+    ``"generate"`` sends a new one from ``generator`` (a call per outgoing request).
+    ``deadline_header``: the header that carries the request's deadline (None: not sent). With
+    a deadline the call must get its response headers in the time left (``TimeoutError``
+    otherwise); pass ``timeout=aioreqctx.deadline_timeout()`` to bound reading the body too.
+    A header the caller set, on the request or as a session default, is never replaced.
+    """
+
+    header: str = keys.REQUEST_ID
+    outside_request: Literal["skip", "generate"] = "skip"
+    generator: Callable[[], str] = new_request_id
+    deadline_header: str | None = DEADLINE_HEADER
+    _header: istr = field(init=False, repr=False)
+    _deadline_header: istr | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in (self.header, self.deadline_header):
+            if name is not None and (
+                not isinstance(name, str) or not is_valid_request_id(name) or ":" in name
+            ):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+        if self.outside_request not in ("skip", "generate"):
+            raise ValueError(
+                f"outside_request must be 'skip' or 'generate', not {self.outside_request!r}"
+            )
+        if not callable(self.generator):
+            raise TypeError(f"generator must be callable, not {self.generator!r}")
+        object.__setattr__(self, "_header", istr(self.header))
+        deadline = None if self.deadline_header is None else istr(self.deadline_header)
+        object.__setattr__(self, "_deadline_header", deadline)
+
+    async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        deadline = self.label(request.headers)
+        if deadline is None:
+            return await handler(request)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded(
+                f"aioreqctx: the request's deadline passed; {request.method} {request.url} "
+                "was not sent"
+            )
+        async with asyncio.timeout(left):
+            return await handler(request)
+
+    def label(self, headers: CIMultiDict[str]) -> float | None:
+        """Add the ID and deadline headers the caller did not set; return the deadline if any."""
+        mapping = current_mapping.get(None)
+        if mapping is None:
+            request_id: str | None = None
+            deadline: float | None = None
+        else:
+            request_id = mapping.get(keys.REQUEST_ID)
+            deadline = mapping.get(keys.DEADLINE)
+        if request_id is None and self.outside_request == "generate":
+            request_id = self.generator()
+        if request_id is not None and self._header not in headers:
+            headers[self._header] = request_id
+        if deadline is None or self._deadline_header is None:
+            return None
+        if self._deadline_header not in headers:
+            headers[self._deadline_header] = format_deadline(deadline - time.monotonic())
+        return deadline
+
+    def trace_config(self) -> TraceConfig:
+        """The same headers from a ``TraceConfig`` (which cannot time the call out)."""
+
+        async def on_request_start(
+            session: ClientSession, context: SimpleNamespace, params: TraceRequestStartParams
+        ) -> None:
+            self.label(params.headers)
+
+        trace_config = TraceConfig()
+        trace_config.on_request_start.append(on_request_start)
+        return trace_config

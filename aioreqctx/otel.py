@@ -1,0 +1,73 @@
+"""OpenTelemetry, when ``opentelemetry-api`` is installed (``pip install aioreqctx[otel]``).
+
+Two ways across: ``otel_log_fields()`` gives a log line the active span's ``trace_id`` and
+``span_id`` (for the logging integration to merge next to the request ID), and
+``SpanRequestIdObserver`` puts the request ID on the span that is active when a request starts.
+aioreqctx never starts spans: that span belongs to whatever traces the server (a tracing
+middleware placed outside aioreqctx's, or an enclosing span). Without the package both are
+no-ops, so the same code runs with and without tracing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from . import keys
+from .store import Context
+
+try:
+    from opentelemetry import trace
+
+    OTEL_AVAILABLE = True
+except ImportError:  # the optional extra is not installed
+    OTEL_AVAILABLE = False
+SPAN_ATTRIBUTE = "request.id"
+_NO_FIELDS: dict[str, str] = {}
+
+
+def otel_log_fields() -> dict[str, str]:
+    """``{"trace_id": 32 hex, "span_id": 16 hex}`` of the active span; ``{}`` if none or no API.
+
+    The returned dict may be shared when empty: copy before changing it.
+    """
+    if not OTEL_AVAILABLE:
+        return _NO_FIELDS
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return _NO_FIELDS
+    return {
+        "trace_id": format(span_context.trace_id, "032x"),
+        "span_id": format(span_context.span_id, "016x"),
+    }
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class SpanRequestIdObserver:
+    """A request observer that sets ``attribute`` = the request ID on the span active at start.
+
+    ``setup(app, observers=(SpanRequestIdObserver(),))``. Only a recording span is touched.
+    """
+
+    attribute: str = SPAN_ATTRIBUTE
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.attribute, str) or not self.attribute:
+            raise ValueError(f"attribute must be a non-empty string, not {self.attribute!r}")
+
+    def request_started(self, request: web.Request, mapping: Context) -> None:
+        if not OTEL_AVAILABLE:
+            return
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attribute(self.attribute, mapping[keys.REQUEST_ID])
+
+    def request_finished(
+        self,
+        request: web.Request,
+        mapping: Context,
+        response: web.StreamResponse | None,
+        error: BaseException | None,
+    ) -> None:
+        """Nothing to do: the span is ended by whoever started it."""

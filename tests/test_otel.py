@@ -1,0 +1,93 @@
+"""OpenTelemetry with the real SDK and its in-memory exporter: span attribute and log fields."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+from aiohttp import ClientSession, web
+from aiohttp.typedefs import Handler
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import aioreqctx as context
+
+from .conftest import LoopFactory, run
+from .http_helpers import serving
+
+
+def traced_app(provider: TracerProvider) -> web.Application:
+    """An app whose tracing middleware sits outside aioreqctx's, as a server span would."""
+    tracer = provider.get_tracer("tests")
+
+    @web.middleware
+    async def tracing(request: web.Request, handler: Handler) -> web.StreamResponse:
+        with tracer.start_as_current_span("server " + request.path):
+            return await handler(request)
+
+    async def fields(request: web.Request) -> web.Response:
+        with tracer.start_as_current_span("inner"):
+            inner = context.otel_log_fields()
+        return web.json_response({"server": context.otel_log_fields(), "inner": inner})
+
+    app = web.Application()
+    context.setup(app, observers=(context.SpanRequestIdObserver(),))
+    app.middlewares.insert(0, tracing)
+    app.router.add_get("/fields", fields)
+    return app
+
+
+def test_request_id_on_the_span_and_trace_ids_in_log_fields(loop_factory: LoopFactory) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    async def main() -> list[dict[str, Any]]:
+        bodies = []
+        async with serving(traced_app(provider)) as port, ClientSession() as client:
+            for headers in ({"X-Request-ID": "otel-1"}, {}):
+                url = f"http://127.0.0.1:{port}/fields"
+                async with client.get(url, headers=headers) as response:
+                    bodies.append(await response.json())
+                    bodies[-1]["id"] = response.headers["X-Request-ID"]
+        return bodies
+
+    given, generated = run(loop_factory, main)
+    servers = [span for span in exporter.get_finished_spans() if span.name == "server /fields"]
+    assert [(span.attributes or {}).get("request.id") for span in servers] == [
+        "otel-1",
+        generated["id"],
+    ]
+    for span, body in zip(servers, (given, generated), strict=True):
+        assert body["server"] == {
+            "trace_id": format(span.context.trace_id, "032x"),
+            "span_id": format(span.context.span_id, "016x"),
+        }
+        assert body["inner"]["trace_id"] == body["server"]["trace_id"]
+        assert body["inner"]["span_id"] != body["server"]["span_id"]
+    provider.shutdown()
+
+
+def test_without_an_active_span_there_is_nothing() -> None:
+    assert context.otel_log_fields() == {}
+    observer = context.SpanRequestIdObserver()
+    mapping: context.Context = {context.REQUEST_ID: "no-span"}
+    observer.request_started(None, mapping)  # type: ignore[arg-type]  # not read without a span
+    assert mapping == {context.REQUEST_ID: "no-span"}
+
+
+def test_without_opentelemetry_installed_both_are_no_ops() -> None:
+    script = (
+        "import sys; sys.modules['opentelemetry'] = None\n"
+        "import aioreqctx, aioreqctx.otel as otel\n"
+        "assert not otel.OTEL_AVAILABLE\n"
+        "assert aioreqctx.otel_log_fields() == {}\n"
+        "aioreqctx.SpanRequestIdObserver().request_started(None, {})\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.stdout.strip() == "ok", result.stderr
