@@ -4,6 +4,7 @@
 Python 3.11 to 3.14, under uvloop and with eager tasks.
 """
 
+from .access_log import AccessLogger, access_logger_for
 from .compat import (
     PY37,
     asyncio_current_task,
@@ -22,6 +23,8 @@ from .factories import (
 from .ids import is_valid_request_id, new_request_id, trace_id_of
 from .keys import OPERATIONS, REJECTED_REQUEST_ID, REQUEST_ID, START_MONOTONIC, START_TIME
 from .layered import LayeredContext
+from .log_fields import LogFields
+from .logging_context import LogContext, log_context
 from .middleware import (
     REQUEST_CONTEXT,
     UNHANDLED_ERROR,
@@ -30,7 +33,9 @@ from .middleware import (
     setup,
 )
 from .observers import RequestObserver
+from .stdlib_logging import RequestContextFilter, install_log_record_factory
 from .store import NO_LOOP_EXCEPTION_MSG, Context, clear, get, scope, set  # noqa: A004
+from .structlog_processor import RequestContextProcessor, add_request_context
 from .threads import bind_context, run_in_executor
 from .timing import OperationTimings, elapsed_ms, timed_operation
 
@@ -45,12 +50,19 @@ __all__ = [
     "START_MONOTONIC",
     "START_TIME",
     "UNHANDLED_ERROR",
+    "AccessLogger",
     "Context",
     "LayeredContext",
+    "LogContext",
+    "LogFields",
     "OperationTimings",
+    "RequestContextFilter",
+    "RequestContextProcessor",
     "RequestIdMiddleware",
     "RequestObserver",
     "TaskFactory",
+    "access_logger_for",
+    "add_request_context",
     "asyncio_current_task",
     "bind_context",
     "chainmap_context_factory",
@@ -60,7 +72,9 @@ __all__ = [
     "dict_context_factory",
     "elapsed_ms",
     "get",
+    "install_log_record_factory",
     "is_valid_request_id",
+    "log_context",
     "logger",
     "new_request_id",
     "request_id_middleware",
