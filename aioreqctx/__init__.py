@@ -23,7 +23,6 @@ from .factories import (
 from .ids import is_valid_request_id, new_request_id, trace_id_of
 from .keys import OPERATIONS, REJECTED_REQUEST_ID, REQUEST_ID, START_MONOTONIC, START_TIME
 from .layered import LayeredContext
-from .log_fields import LogFields
 from .logging_context import LogContext, log_context
 from .middleware import (
     REQUEST_CONTEXT,
@@ -35,7 +34,7 @@ from .middleware import (
 from .observers import RequestObserver
 from .stdlib_logging import RequestContextFilter, install_log_record_factory
 from .store import NO_LOOP_EXCEPTION_MSG, Context, clear, get, scope, set  # noqa: A004
-from .structlog_processor import RequestContextProcessor, add_request_context
+from .structlog_processor import add_request_context, request_context_processor
 from .threads import bind_context, run_in_executor
 from .timing import OperationTimings, elapsed_ms, timed_operation
 
@@ -54,10 +53,8 @@ __all__ = [
     "Context",
     "LayeredContext",
     "LogContext",
-    "LogFields",
     "OperationTimings",
     "RequestContextFilter",
-    "RequestContextProcessor",
     "RequestIdMiddleware",
     "RequestObserver",
     "TaskFactory",
@@ -77,6 +74,7 @@ __all__ = [
     "log_context",
     "logger",
     "new_request_id",
+    "request_context_processor",
     "request_id_middleware",
     "run_in_executor",
     "scope",

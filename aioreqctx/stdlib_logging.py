@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .log_fields import DEFAULT_REQUEST_ID, LogFields
+from .log_fields import DEFAULT_REQUEST_ID, field_adder
 
 
 class RequestContextFilter(logging.Filter):
@@ -31,10 +31,10 @@ class RequestContextFilter(logging.Filter):
         default: Any = DEFAULT_REQUEST_ID,
     ) -> None:
         super().__init__(name)
-        self._add_fields = LogFields(context_keys, default).add_to
+        self._add_fields = field_adder(context_keys, default)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        self._add_fields(record.__dict__)
+        self._add_fields(None, "", record.__dict__)
         return True
 
 
@@ -50,14 +50,14 @@ def install_log_record_factory(
     Undoing restores it if nothing was installed on top since; otherwise ours only stops adding
     fields, so the later factory keeps its chain.
     """
-    add_fields = LogFields(context_keys, default).add_to
+    add_fields = field_adder(context_keys, default)
     previous = logging.getLogRecordFactory()
     active = True
 
     def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
         if active:
-            add_fields(record.__dict__)
+            add_fields(None, "", record.__dict__)
         return record
 
     def uninstall() -> None:

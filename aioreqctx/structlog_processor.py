@@ -10,29 +10,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from structlog.typing import EventDict, WrappedLogger
+from structlog.typing import Processor
 
-from .log_fields import DEFAULT_REQUEST_ID, LogFields
+from .log_fields import DEFAULT_REQUEST_ID, field_adder
 
 
-class RequestContextProcessor:
-    """Adds ``request_id``, the configured context keys, pushed and metadata fields.
+def request_context_processor(
+    context_keys: Mapping[str, str] | None = None, default: Any = DEFAULT_REQUEST_ID
+) -> Processor:
+    """A processor adding ``request_id``, the configured context keys, the pushed logging
+    context and the request's metadata; keys the event already has win.
 
-    Keys the event already has win. ``RequestContextProcessor(context_keys={"user.id":
-    "user_id"}, default=None)`` configures it; ``aioreqctx.add_request_context`` is the default.
+    ``request_context_processor(context_keys={"user.id": "user_id"}, default=None)``;
+    ``aioreqctx.add_request_context`` is the one with every default.
     """
-
-    __slots__ = ("_add_fields",)
-
-    def __init__(
-        self, context_keys: Mapping[str, str] | None = None, default: Any = DEFAULT_REQUEST_ID
-    ) -> None:
-        self._add_fields = LogFields(context_keys, default).add_to
-
-    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-        self._add_fields(event_dict)
-        return event_dict
+    return field_adder(context_keys, default)
 
 
-add_request_context = RequestContextProcessor()
+add_request_context = request_context_processor()
 """The processor with defaults: ``structlog.configure(processors=[add_request_context, ...])``."""

@@ -149,7 +149,9 @@ def test_stdlib_integrated_json(loop_factory: LoopFactory, reset_structlog: None
 
 
 def test_outside_a_request_the_default_and_configured_keys_are_added() -> None:
-    processor = context.RequestContextProcessor(context_keys={"tenant.id": "tenant"}, default=None)
+    processor = context.request_context_processor(
+        context_keys={"tenant.id": "tenant"}, default=None
+    )
     assert processor(None, "info", {"event": "e"}) == {
         "event": "e",
         "request_id": None,
