@@ -49,12 +49,14 @@ def field_adder(
         metadata = None
         if mapping is None:
             target.setdefault("request_id", default)
-            for _, name in pairs:
-                target.setdefault(name, default)
+            if pairs:
+                for _, name in pairs:
+                    target.setdefault(name, default)
         else:
             target.setdefault("request_id", mapping.get(request_id_key, default))
-            for key, name in pairs:
-                target.setdefault(name, mapping.get(key, default))
+            if pairs:  # a test is cheaper than starting a loop over nothing
+                for key, name in pairs:
+                    target.setdefault(name, mapping.get(key, default))
             metadata = mapping.get(metadata_key)
         layer = pushed()
         if layer is not None:

@@ -10,7 +10,8 @@ Cases, each timed per call in one process:
    ``ReturnLogger``, with no context processor (the baseline), ``add_request_context``, and
    ``structlog.contextvars.merge_contextvars`` with the same ``request_id`` bound; both again with
    30 unrelated ContextVars set, as a real application's context has; ours outside a request.
-3. the processors alone: ``processor(None, "info", {"event": "handled"})``.
+3. the processors alone: ``processor(None, "info", {"event": "handled"})``, and the filter alone
+   on a fresh attribute-only object (what it touches of a record), against making the object.
 
 Every case runs once per round, in an order rotated each round, after a discarded warm-up round,
 with the garbage collector off while timed. Ratios and deltas use the min over rounds (noise only
@@ -86,6 +87,10 @@ def structlog_logger(
     return logger
 
 
+class Bare:
+    """Stands in for a fresh LogRecord: the filter only touches its ``__dict__``."""
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -113,6 +118,7 @@ def cases() -> list[Case]:
     merge = structlog_logger(structlog.contextvars.merge_contextvars)
     add_ours = aioreqctx.add_request_context
     merge_contextvars = structlog.contextvars.merge_contextvars
+    bare_filter = aioreqctx.RequestContextFilter()
     return [
         Case("stdlib, no integration", lambda: plain.info("handled %s", 42), inside),
         Case(
@@ -164,6 +170,19 @@ def cases() -> list[Case]:
             lambda: ours.info("handled", n=42),
             outside,
             "structlog, no context processor",
+        ),
+        Case("filter alone: none (object only)", Bare, inside),
+        Case(
+            "filter alone: RequestContextFilter",
+            lambda: bare_filter.filter(Bare()),  # type: ignore[arg-type]
+            inside,
+            "filter alone: none (object only)",
+        ),
+        Case(
+            "filter alone: RequestContextFilter, outside",
+            lambda: bare_filter.filter(Bare()),  # type: ignore[arg-type]
+            outside,
+            "filter alone: none (object only)",
         ),
         Case("processor alone: none (dict only)", lambda: {"event": "handled"}, inside),
         Case(
