@@ -4,6 +4,7 @@
 Python 3.11 to 3.14, under uvloop and with eager tasks.
 """
 
+from .access_log import AccessLogger, access_logger_for
 from .client import ClientPropagation, DeadlineExceeded
 from .compat import (
     PY37,
@@ -36,6 +37,7 @@ from .keys import (
     START_TIME,
 )
 from .layered import LayeredContext
+from .logging_context import LogContext, log_context
 from .middleware import (
     CLIENT_CLOSED_REQUEST,
     REQUEST_CONTEXT,
@@ -46,7 +48,9 @@ from .middleware import (
 )
 from .observers import RequestObserver
 from .otel import SpanRequestIdObserver, otel_log_fields
+from .stdlib_logging import RequestContextFilter, install_log_record_factory
 from .store import NO_LOOP_EXCEPTION_MSG, Context, clear, get, scope, set  # noqa: A004
+from .structlog_processor import add_request_context, request_context_processor
 from .threads import bind_context, run_in_executor
 from .timing import OperationTimings, elapsed_ms, timed_operation
 
@@ -64,16 +68,21 @@ __all__ = [
     "START_MONOTONIC",
     "START_TIME",
     "UNHANDLED_ERROR",
+    "AccessLogger",
     "ClientPropagation",
     "Context",
     "DeadlineExceeded",
     "DeadlineObserver",
     "LayeredContext",
+    "LogContext",
     "OperationTimings",
+    "RequestContextFilter",
     "RequestIdMiddleware",
     "RequestObserver",
     "SpanRequestIdObserver",
     "TaskFactory",
+    "access_logger_for",
+    "add_request_context",
     "asyncio_current_task",
     "bind_context",
     "chainmap_context_factory",
@@ -84,11 +93,14 @@ __all__ = [
     "dict_context_factory",
     "elapsed_ms",
     "get",
+    "install_log_record_factory",
     "is_valid_request_id",
+    "log_context",
     "logger",
     "new_request_id",
     "otel_log_fields",
     "remaining_time",
+    "request_context_processor",
     "request_id_middleware",
     "run_in_executor",
     "scope",
