@@ -3,8 +3,9 @@
 A line gets, in this order of precedence (a name already present is never overwritten, so a
 field the log call passed explicitly always wins): ``request_id``, the configured context keys,
 the pushed logging context (``aioreqctx.log_context``), then the request's metadata
-(``keys.METADATA``). Reading them costs two ContextVar lookups, however many ContextVars the
-context holds; outside a request only the defaults and the pushed fields are added.
+(``keys.METADATA``), then, when ``opentelemetry-api`` is installed and a span is active, its
+``trace_id`` and ``span_id``. Reading them costs two ContextVar lookups (three with
+OpenTelemetry), however many ContextVars the context holds.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from . import keys
 from .logging_context import pushed_layer
+from .otel import OTEL_AVAILABLE, otel_log_fields
 from .store import current_mapping
 
 DEFAULT_REQUEST_ID = "-"
@@ -41,6 +43,7 @@ def field_adder(
     current = current_mapping.get
     pushed = pushed_layer.get
     request_id_key, metadata_key = keys.REQUEST_ID, keys.METADATA
+    trace_fields = otel_log_fields if OTEL_AVAILABLE else None
 
     def add_fields(
         logger: Any, method_name: str, target: MutableMapping[str, Any]
@@ -64,6 +67,9 @@ def field_adder(
                 target.setdefault(name, value)
         if metadata and isinstance(metadata, dict):
             for name, value in metadata.items():
+                target.setdefault(name, value)
+        if trace_fields is not None:
+            for name, value in trace_fields().items():
                 target.setdefault(name, value)
         return target
 

@@ -91,3 +91,22 @@ def test_without_opentelemetry_installed_both_are_no_ops() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_log_lines_carry_the_active_span_next_to_the_request_id() -> None:
+    tracer = TracerProvider().get_tracer("tests")
+    add_fields = context.request_context_processor()
+    with context.scope({context.REQUEST_ID: "traced-1"}):
+        outside = add_fields(None, "info", {"event": "before"})
+        with tracer.start_as_current_span("work") as span:
+            inside = add_fields(None, "info", {"event": "inside"})
+            explicit = add_fields(None, "info", {"event": "x", "trace_id": "given"})
+    assert "trace_id" not in outside
+    assert inside == {
+        "event": "inside",
+        "request_id": "traced-1",
+        "trace_id": format(span.get_span_context().trace_id, "032x"),
+        "span_id": format(span.get_span_context().span_id, "016x"),
+    }
+    assert isinstance(explicit, dict)
+    assert explicit["trace_id"] == "given"
