@@ -36,6 +36,8 @@ from .store import Context, current_mapping, enter
 from .timing import OperationTimings, server_timing_header
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Rejected = tuple[str, str]
+"""An invalid incoming ID: the header it came in, and its value escaped and truncated."""
 
 REQUEST_CONTEXT: web.RequestKey[Context] = web.RequestKey("aioreqctx.context")
 """The request's context mapping on the request object, for code that runs outside its task."""
@@ -121,13 +123,13 @@ class RequestIdMiddleware:
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         # The default configuration takes one header and the stock validator: checked inline,
         # since every call saved here is paid once per request (bench/RESULTS.md).
-        rejected = None
+        rejected: Rejected | None = None
         if self._single_header:
             request_id = request.headers.get(self.header_names[0])
             if request_id is None:
                 request_id = self._new_id()
             elif not is_valid_request_id(request_id):
-                rejected = self._reject(self.header_names[0], request_id, request)
+                rejected = (self.header_names[0], escaped(request_id))
                 request_id = self._new_id()
         else:
             request_id, rejected = self._request_id_for(request)
@@ -138,9 +140,17 @@ class RequestIdMiddleware:
         mapping[keys.START_TIME] = time()
         mapping[keys.OPERATIONS] = OperationTimings()
         if rejected is not None:
-            mapping[keys.REJECTED_REQUEST_ID] = rejected
+            mapping[keys.REJECTED_REQUEST_ID] = rejected[1]
         enter(mapping)
         request[REQUEST_CONTEXT] = mapping
+        if rejected is not None:  # logged in the request's context: the line has the new ID
+            header_name, shown = rejected
+            logger.warning(
+                'aioreqctx: invalid %s header from %s ignored: "%s"',
+                header_name,
+                request.remote,
+                shown,
+            )
         if self.observers:
             return await self._observed(request, handler, mapping, rejected)
         response = await self._respond(request, handler, mapping, rejected)
@@ -151,7 +161,7 @@ class RequestIdMiddleware:
         return response
 
     async def _respond(
-        self, request: web.Request, handler: Handler, mapping: Context, rejected: str | None
+        self, request: web.Request, handler: Handler, mapping: Context, rejected: Rejected | None
     ) -> web.StreamResponse:
         """The handler's response, with unhandled errors answered inside the request context."""
         try:
@@ -177,7 +187,7 @@ class RequestIdMiddleware:
             return response
 
     async def _observed(
-        self, request: web.Request, handler: Handler, mapping: Context, rejected: str | None
+        self, request: web.Request, handler: Handler, mapping: Context, rejected: Rejected | None
     ) -> web.StreamResponse:
         """``__call__`` with the observers told when the request starts and how it ended."""
         for observer in self.observers:
@@ -203,9 +213,9 @@ class RequestIdMiddleware:
         if mapping is not None:
             self._label(response, mapping)
 
-    def _request_id_for(self, request: web.Request) -> tuple[str, str | None]:
+    def _request_id_for(self, request: web.Request) -> tuple[str, Rejected | None]:
         """The request's ID, and the escaped first invalid incoming value if there was one."""
-        rejected = None
+        rejected: Rejected | None = None
         if not self._networks or is_trusted(request.remote, self._networks):
             headers = request.headers
             for name in self.header_names:
@@ -216,16 +226,8 @@ class RequestIdMiddleware:
                 if candidate is not None and self._accepts(candidate):
                     return candidate, rejected
                 if rejected is None:
-                    rejected = self._reject(name, raw, request)
+                    rejected = (name, escaped(raw))
         return self._new_id(), rejected
-
-    def _reject(self, header_name: str, raw: str, request: web.Request) -> str:
-        """Log an invalid incoming ID once, escaped; the escaped form is what the context keeps."""
-        shown = escaped(raw)
-        logger.warning(
-            'aioreqctx: invalid %s header from %s ignored: "%s"', header_name, request.remote, shown
-        )
-        return shown
 
     def _accepts(self, candidate: str) -> bool:
         try:

@@ -77,6 +77,7 @@ def test_invalid_ids_are_replaced_never_echoed_and_kept_escaped(
     loop_factory: LoopFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     requests = [get_request("/", b"X-Request-ID: " + raw) for raw in INVALID]
+    caplog.handler.addFilter(context.RequestContextFilter())
     with caplog.at_level(logging.WARNING, logger="aioreqctx"):
         replies = exchange(loop_factory, *requests)
     for raw, reply in zip(INVALID, replies, strict=True):
@@ -90,9 +91,12 @@ def test_invalid_ids_are_replaced_never_echoed_and_kept_escaped(
         assert body["rejected"]
         assert "\n" not in body["rejected"]
         assert len(body["rejected"]) <= context.ids.ESCAPED_LIMIT * 4 + 20
-    warnings = [r.getMessage() for r in caplog.records if "invalid X-Request-ID" in r.getMessage()]
-    assert warnings
-    assert all("\n" not in message and "\x01" not in message for message in warnings)
+    records = [r for r in caplog.records if "invalid X-Request-ID" in r.getMessage()]
+    assert records
+    assert all("\n" not in r.getMessage() and "\x01" not in r.getMessage() for r in records)
+    # Logged inside the request: each warning carries the ID the request got instead.
+    new_ids = {reply.all("X-Request-ID")[0] for reply in replies if reply.status != 400}
+    assert {getattr(r, "request_id", None) for r in records} == new_ids
 
 
 def test_ten_kilobyte_id_is_never_echoed(loop_factory: LoopFactory) -> None:
