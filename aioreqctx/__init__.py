@@ -20,6 +20,9 @@ from .factories import (
     task_factory_for,
 )
 from .ids import is_valid_request_id, new_request_id, trace_id_of
+from .inflight import InFlightEntry, InFlightRegistry
+from .jobs import request_context
+from .jsonsafe import json_safe
 from .keys import OPERATIONS, REJECTED_REQUEST_ID, REQUEST_ID, START_MONOTONIC, START_TIME
 from .layered import LayeredContext
 from .middleware import (
@@ -30,6 +33,8 @@ from .middleware import (
     setup,
 )
 from .observers import RequestObserver
+from .request_events import RequestEvents, level_for_status
+from .request_view import RequestContext
 from .store import NO_LOOP_EXCEPTION_MSG, Context, clear, get, scope, set  # noqa: A004
 from .threads import bind_context, run_in_executor
 from .timing import OperationTimings, elapsed_ms, timed_operation
@@ -46,8 +51,12 @@ __all__ = [
     "START_TIME",
     "UNHANDLED_ERROR",
     "Context",
+    "InFlightEntry",
+    "InFlightRegistry",
     "LayeredContext",
     "OperationTimings",
+    "RequestContext",
+    "RequestEvents",
     "RequestIdMiddleware",
     "RequestObserver",
     "TaskFactory",
@@ -61,8 +70,11 @@ __all__ = [
     "elapsed_ms",
     "get",
     "is_valid_request_id",
+    "json_safe",
+    "level_for_status",
     "logger",
     "new_request_id",
+    "request_context",
     "request_id_middleware",
     "run_in_executor",
     "scope",
