@@ -28,6 +28,9 @@ from .factories import (
     task_factory_for,
 )
 from .ids import is_valid_request_id, new_request_id, trace_id_of
+from .inflight import InFlightEntry, InFlightRegistry
+from .jobs import request_context
+from .jsonsafe import json_safe
 from .keys import (
     DEADLINE,
     OPERATIONS,
@@ -48,6 +51,8 @@ from .middleware import (
 )
 from .observers import RequestObserver
 from .otel import SpanRequestIdObserver, otel_log_fields
+from .request_events import RequestEvents, level_for_status
+from .request_view import RequestContext
 from .stdlib_logging import RequestContextFilter, install_log_record_factory
 from .store import NO_LOOP_EXCEPTION_MSG, Context, clear, get, scope, set  # noqa: A004
 from .structlog_processor import add_request_context, request_context_processor
@@ -73,10 +78,14 @@ __all__ = [
     "Context",
     "DeadlineExceeded",
     "DeadlineObserver",
+    "InFlightEntry",
+    "InFlightRegistry",
     "LayeredContext",
     "LogContext",
     "OperationTimings",
+    "RequestContext",
     "RequestContextFilter",
+    "RequestEvents",
     "RequestIdMiddleware",
     "RequestObserver",
     "SpanRequestIdObserver",
@@ -95,11 +104,14 @@ __all__ = [
     "get",
     "install_log_record_factory",
     "is_valid_request_id",
+    "json_safe",
+    "level_for_status",
     "log_context",
     "logger",
     "new_request_id",
     "otel_log_fields",
     "remaining_time",
+    "request_context",
     "request_context_processor",
     "request_id_middleware",
     "run_in_executor",

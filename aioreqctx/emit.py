@@ -4,7 +4,8 @@ Access lines, request events and lifecycle events are key/value records. A struc
 gets them as keyword arguments, so its processors and renderer decide the output. A stdlib
 logger gets a one-line message (``event key=value ...``, values quoted and escaped so a
 client-controlled value cannot start a new line) and the fields as record attributes, for
-formatters that render JSON. Nothing is formatted when the level is filtered out.
+formatters that render JSON. Nothing is formatted when the level is filtered out. A field
+named ``exc_info`` (an exception) is the record's traceback, not a ``key=value`` pair.
 """
 
 from __future__ import annotations
@@ -50,11 +51,14 @@ def _stdlib_sink(logger: logging.Logger) -> EventSink:
     def sink(level: int, event: str, fields: Mapping[str, Any]) -> None:
         if not logger.isEnabledFor(level):
             return
+        exc_info = fields.get("exc_info")
+        if exc_info is not None:
+            fields = {key: value for key, value in fields.items() if key != "exc_info"}
         line = " ".join([event, *(f"{key}={logfmt_value(value)}" for key, value in fields.items())])
         extra = {key: value for key, value in fields.items() if key not in _RECORD_ATTRIBUTES}
         extra["event"] = event
         extra["event_fields"] = dict(fields)
-        logger.log(level, "%s", line, extra=extra)
+        logger.log(level, "%s", line, exc_info=exc_info, extra=extra)
 
     return sink
 

@@ -8,20 +8,27 @@ timed in a child task still shows in the request's ``Server-Timing`` header.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import logging
 import re
+import threading
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any, ParamSpec, TypeVar
 
 from . import keys
 from .dual import SyncOrAsync
+from .emit import event_sink
 from .store import current_mapping, get
 
 P = ParamSpec("P")
 R = TypeVar("R")
 _NOT_TOKEN = re.compile(r"[^A-Za-z0-9!#$%&'*+\-.^_`|~]")
+_operation_logger = logging.getLogger("aioreqctx.operations")
+_log_operation = event_sink(_operation_logger)
+_counter_lock = threading.Lock()  # counters are rare and brief: one lock for every request
 
 
 def elapsed_ms() -> float | None:
@@ -31,16 +38,20 @@ def elapsed_ms() -> float | None:
 
 
 class OperationTimings:
-    """The named durations of one request, shared by all of its tasks and threads.
+    """The named durations, running operations and counters of one request, shared by all of
+    its tasks and threads.
 
-    No lock: ``list.append`` and ``list(...)`` are atomic on CPython, with or without the GIL
-    (free-threaded builds lock each list internally), and one is made per request.
+    Durations and running operations need no lock: ``list.append``, ``list.remove`` and
+    ``list(...)`` are atomic on CPython, with or without the GIL (free-threaded builds lock each
+    list internally), and one is made per request. Counters read-modify-write, so they lock.
     """
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_counters", "_entries", "_running")
 
     def __init__(self) -> None:
         self._entries: list[tuple[str, float]] = []
+        self._running: list[str] = []
+        self._counters: dict[str, float] = {}
 
     def __deepcopy__(self, memo: dict[int, Any]) -> OperationTimings:
         return self  # one record per request, whichever task copies the context
@@ -50,6 +61,27 @@ class OperationTimings:
 
     def entries(self) -> list[tuple[str, float]]:
         return list(self._entries)
+
+    def started(self, name: str) -> None:
+        """``name`` is running now (``timed_operation`` calls this and ``finished``)."""
+        self._running.append(name)
+
+    def finished(self, name: str) -> None:
+        with contextlib.suppress(ValueError):
+            self._running.remove(name)
+
+    def current_operation(self) -> str | None:
+        """The most recently started operation still running, for the in-flight registry."""
+        running = list(self._running)
+        return running[-1] if running else None
+
+    def increment(self, name: str, by: float = 1) -> None:
+        with _counter_lock:
+            self._counters[name] = self._counters.get(name, 0) + by
+
+    def counters(self) -> dict[str, float]:
+        with _counter_lock:
+            return dict(self._counters)
 
 
 def server_timing_header(total_ms: float, operations: list[tuple[str, float]]) -> str:
@@ -63,26 +95,41 @@ class timed_operation(SyncOrAsync["timed_operation"]):  # noqa: N801 - used like
     """Time a block or a function under ``name``; ``with``, ``async with`` or a decorator.
 
     The duration goes to the current request's operations (and so to its ``Server-Timing``
-    header when that is on); outside a request it is only measured. ``last_ms`` holds it.
+    header when that is on), and while the block runs it is the request's current operation
+    (shown by the in-flight registry); outside a request it is only measured. ``last_ms`` holds
+    it. Each one is also a DEBUG ``operation_finished`` event on the ``aioreqctx.operations``
+    logger (nothing is built when DEBUG is off there).
     """
 
-    __slots__ = ("_started", "last_ms", "name")
+    __slots__ = ("_started", "_timings", "last_ms", "name")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.last_ms: float | None = None
         self._started = 0.0
+        self._timings: OperationTimings | None = None
 
     def __enter__(self) -> timed_operation:
-        self._started = perf_counter()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.last_ms = (perf_counter() - self._started) * 1000.0
         mapping = current_mapping.get(None)
         timings = None if mapping is None else mapping.get(keys.OPERATIONS)
         if isinstance(timings, OperationTimings):
+            self._timings = timings
+            timings.started(self.name)
+        self._started = perf_counter()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        self.last_ms = (perf_counter() - self._started) * 1000.0
+        timings, self._timings = self._timings, None
+        if timings is not None:
+            timings.finished(self.name)
             timings.add(self.name, self.last_ms)
+        if _operation_logger.isEnabledFor(logging.DEBUG):
+            fields: dict[str, Any] = {"request_id": get(keys.REQUEST_ID), "name": self.name}
+            fields["duration_ms"] = round(self.last_ms, 3)
+            if exc_type is not None:
+                fields["error"] = exc_type.__name__
+            _log_operation(logging.DEBUG, "operation_finished", fields)
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
         """Decorate ``func`` (sync or async): each call is timed as a fresh operation."""

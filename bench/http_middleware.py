@@ -18,6 +18,11 @@ of its own, started by this file (``python bench/http_middleware.py serve --vari
 4. ``aioreqctx``: ``middlewares=[aioreqctx.request_id_middleware]``, no incoming ID.
 5. ``aioreqctx+header``: the same, each request carrying a valid ``X-Request-ID`` (wrk ``-H``).
 6. ``aioreqctx setup+server_timing``: ``aioreqctx.setup(app, server_timing=True)``.
+7. ``aioreqctx setup``: ``aioreqctx.setup(app)``, the reference for the two observers below.
+8. ``aioreqctx setup+registry``: ``setup(app, observers=(aioreqctx.InFlightRegistry(),))``.
+9. ``aioreqctx setup+events@WARNING``: ``setup(app, observers=(RequestEvents(...),))`` with
+   its logger at WARNING, so every 200's ``request_started``/``request_finished`` is filtered
+   out: what leaving request events on costs when INFO is off.
 
 Method. The servers run on one core (``taskset -c 0``), wrk on the other (``taskset -c 1``,
 ``-t1 -c16 -d2s --latency``), so the server is the bottleneck and its CPU time is what a
@@ -41,7 +46,8 @@ only their ratios mean anything).
 
 Run it with ``make bench-http`` (installs wrk if needed, then runs
 ``python bench/http_middleware.py``: 12 rounds, about 3 minutes), ``--quick`` for a ~20 s smoke
-run, ``--loop uvloop`` for the servers' event loop, ``--markdown`` for bench/RESULTS.md. Linux
+run, ``--only NAME ...`` for bare and the named variants, ``--loop uvloop`` for the servers'
+event loop, ``--markdown`` for bench/RESULTS.md. Linux
 only (``/proc``, ``taskset``), two cores or more. A server also exits when its stdin closes, so
 even a driver killed with SIGKILL leaves none behind. The file is not called ``http.py``: run
 as a script, every file in bench/ is importable by its bare name, and an ``http.py`` there would
@@ -54,6 +60,7 @@ import argparse
 import asyncio
 import contextlib
 import http.client
+import logging
 import os
 import platform
 import re
@@ -118,10 +125,20 @@ def hello_app(*middlewares: Any) -> web.Application:
     return app
 
 
-def hello_app_with_setup() -> web.Application:
+def hello_app_with_setup(**options: Any) -> web.Application:
     app = hello_app()
-    aioreqctx.setup(app, server_timing=True)
+    aioreqctx.setup(app, **options)
     return app
+
+
+def hello_app_with_registry() -> web.Application:
+    return hello_app_with_setup(observers=(aioreqctx.InFlightRegistry(),))
+
+
+def hello_app_with_filtered_events() -> web.Application:
+    logger = logging.getLogger("bench.request_events")
+    logger.setLevel(logging.WARNING)
+    return hello_app_with_setup(observers=(aioreqctx.RequestEvents(logger=logger),))
 
 
 @dataclass(frozen=True)
@@ -167,9 +184,14 @@ VARIANTS = (
     ),
     Variant(
         "aioreqctx setup+server_timing",
-        hello_app_with_setup,
+        partial(hello_app_with_setup, server_timing=True),
         expect=((KEY, None), ("Server-Timing", None)),
         bound=target(1.10),
+    ),
+    Variant("aioreqctx setup", hello_app_with_setup, expect=((KEY, None),)),
+    Variant("aioreqctx setup+registry", hello_app_with_registry, expect=((KEY, None),)),
+    Variant(
+        "aioreqctx setup+events@WARNING", hello_app_with_filtered_events, expect=((KEY, None),)
     ),
 )
 BY_NAME = {variant.name: variant for variant in VARIANTS}
@@ -490,10 +512,12 @@ def noise_note(rounds: list[list[Sample]]) -> str:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> None:
-    """Start every server, drop those whose probe fails, measure the rest, print the table."""
+    """Start every server (or bare and ``--only``), drop those whose probe fails, measure the
+    rest, print the table."""
+    variants = [v for v in VARIANTS if args.only is None or v is BARE or v.name in args.only]
     with contextlib.ExitStack() as stack:
         server_cpu, wrk_cpu = args.cpus
-        started = [stack.enter_context(running_server(v, args.loop, server_cpu)) for v in VARIANTS]
+        started = [stack.enter_context(running_server(v, args.loop, server_cpu)) for v in variants]
         failures = {server.variant.name: probe(server) for server in started}
         skipped = {name: reason for name, reason in failures.items() if reason is not None}
         if BARE.name in skipped:
@@ -542,6 +566,9 @@ def parse_args() -> argparse.Namespace:
         "--together", action="store_true", help="load all servers at once (less noisy)"
     )
     parser.add_argument("--cpus", type=int, nargs=2, default=(0, 1), help="server and wrk core")
+    parser.add_argument(
+        "--only", nargs="+", choices=list(BY_NAME), help="measure bare and these variants only"
+    )
     return parser.parse_args()
 
 

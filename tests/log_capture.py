@@ -1,4 +1,4 @@
-"""Real handlers that keep what they wrote, and a wait for lines written after the response."""
+"""Real handlers that keep what they wrote (lines, records, events), and waits for late lines."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import io
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 
 class ListHandler(logging.Handler):
@@ -49,3 +50,38 @@ async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> No
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.01)
+
+
+@dataclass
+class Captured:
+    records: list[logging.LogRecord] = field(default_factory=list)
+    stream: io.StringIO = field(default_factory=io.StringIO)
+
+    def events(self) -> list[str]:
+        return [getattr(record, "event", record.getMessage()) for record in self.records]
+
+    def fields(self, event: str) -> list[dict[str, object]]:
+        return [r.event_fields for r in self.records if getattr(r, "event", None) == event]  # type: ignore[attr-defined]
+
+    def text(self) -> str:
+        return self.stream.getvalue()
+
+
+@contextmanager
+def capture(name: str, level: int = logging.DEBUG) -> Iterator[Captured]:
+    """Everything ``name`` logs at ``level`` or above while the block runs (not propagated)."""
+    logger = logging.getLogger(name)
+    saved = (logger.level, logger.propagate)
+    captured = Captured()
+    handler = logging.StreamHandler(captured.stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.addFilter(lambda record: not captured.records.append(record))  # type: ignore[func-returns-value]
+    logger.setLevel(level)
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        yield captured
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]

@@ -1,0 +1,162 @@
+"""The registry of requests in flight: which requests and jobs run, since when, doing what.
+
+When a service hangs or slows down, the first question is what it is busy with. The registry
+answers it: every running request's ID, method, path, age and current ``timed_operation``.
+It is a ``RequestObserver`` (``aioreqctx.setup(app, observers=(registry,))``) and
+``request_context(registry=...)`` jobs can join it. An entry whose end never comes (a bug, a
+lost task) is dropped once it is older than ``max_age_seconds`` and logged once, so the registry
+cannot grow without bound.
+
+It is cheap enough to leave on (bench/observers.py): a request costs one plain tuple, one dict
+insertion and one dict pop, keyed by the identity of the request's mapping (IDs may repeat; a
+live mapping's identity cannot). No lock: a single dict operation and ``dict.copy()`` are atomic
+on CPython, with the GIL and in free-threaded builds alike, so threads may use it too; every
+reader works on a copy and ``pop`` tolerates a key already gone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from time import perf_counter
+from typing import Any, NamedTuple
+
+from aiohttp import web
+
+from . import keys
+from .emit import event_sink
+from .jsonsafe import JsonValue, json_safe
+from .store import Context
+from .timing import OperationTimings
+
+REGISTRY_LOGGER = "aioreqctx.inflight"
+
+
+class InFlightEntry(NamedTuple):
+    """One running request or job. ``started`` is ``perf_counter()``, ``start_time`` wall time."""
+
+    request_id: str
+    method: str | None
+    path: str
+    started: float
+    start_time: float | None
+    timings: OperationTimings | None
+
+    def age_seconds(self, now: float | None = None) -> float:
+        return (perf_counter() if now is None else now) - self.started
+
+    def current_operation(self) -> str | None:
+        """The ``timed_operation`` it is inside now (the latest started, if several)."""
+        return None if self.timings is None else self.timings.current_operation()
+
+    def to_dict(self, now: float | None = None) -> dict[str, JsonValue]:
+        return {
+            "request_id": self.request_id,
+            "method": self.method,
+            "path": self.path,
+            "age_seconds": round(self.age_seconds(now), 6),
+            "start_time": self.start_time,
+            "current_operation": self.current_operation(),
+        }
+
+
+_STARTED = InFlightEntry._fields.index("started")
+
+
+class InFlightRegistry:
+    """The requests and jobs running now; a ``RequestObserver``.
+
+    ``max_age_seconds``: entries older than this are dropped (each logged once, WARNING
+    ``inflight_stale`` on ``logger``) when the registry is read, and at most every quarter of
+    that age when a request starts.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_age_seconds: float = 300.0,
+        logger: logging.Logger | str | Any = REGISTRY_LOGGER,
+    ) -> None:
+        if not (isinstance(max_age_seconds, int | float) and 0 < max_age_seconds < math.inf):
+            raise ValueError(
+                f"max_age_seconds must be a positive number of seconds, not {max_age_seconds!r}"
+            )
+        self.max_age_seconds = float(max_age_seconds)
+        self._log = event_sink(logger)
+        # Plain tuples in InFlightEntry's field order: building the named tuple waits for a read.
+        self._entries: dict[int, tuple[Any, ...]] = {}
+        self._sweep_every = self.max_age_seconds / 4
+        self._next_sweep = perf_counter() + self._sweep_every
+
+    def add(self, mapping: Context, *, method: str | None, path: str) -> None:
+        """Register the unit of work whose context is ``mapping`` (until ``remove(mapping)``)."""
+        timings = mapping.get(keys.OPERATIONS)
+        started = mapping.get(keys.START_MONOTONIC)
+        now = perf_counter()
+        self._entries[id(mapping)] = (
+            str(mapping.get(keys.REQUEST_ID)),
+            method,
+            path,
+            started if type(started) is float else now,
+            mapping.get(keys.START_TIME),
+            timings if type(timings) is OperationTimings else None,
+        )
+        if now >= self._next_sweep:
+            self.drop_stale(now)
+
+    def remove(self, mapping: Context) -> None:
+        """Forget ``mapping``'s entry; nothing happens if it is not (or no longer) there."""
+        self._entries.pop(id(mapping), None)
+
+    def request_started(self, request: web.Request, mapping: Context) -> None:
+        self.add(mapping, method=request.method, path=request.path)
+
+    def request_finished(
+        self,
+        request: web.Request,
+        mapping: Context,
+        response: web.StreamResponse | None,
+        error: BaseException | None,
+    ) -> None:
+        self.remove(mapping)
+
+    def count(self) -> int:
+        """How many requests and jobs are running (stale ones dropped first)."""
+        self.drop_stale()
+        return len(self._entries)
+
+    def entries(self) -> list[InFlightEntry]:
+        """The running requests and jobs, oldest first (stale ones dropped first)."""
+        self.drop_stale()
+        entries = [InFlightEntry(*values) for values in self._entries.copy().values()]
+        return sorted(entries, key=lambda entry: entry.started)
+
+    def drop_stale(self, now: float | None = None) -> int:
+        """Drop the entries older than ``max_age_seconds``, logging each; how many there were."""
+        now = perf_counter() if now is None else now
+        oldest_allowed = now - self.max_age_seconds
+        self._next_sweep = now + self._sweep_every
+        stale = [key for key, v in self._entries.copy().items() if v[_STARTED] < oldest_allowed]
+        dropped = [values for key in stale if (values := self._entries.pop(key, None))]
+        for values in dropped:
+            fields = InFlightEntry(*values).to_dict(now)
+            fields["max_age_seconds"] = self.max_age_seconds
+            self._log(logging.WARNING, "inflight_stale", fields)
+        return len(dropped)
+
+    def to_dict(self) -> dict[str, Any]:
+        now = perf_counter()
+        requests = [entry.to_dict(now) for entry in self.entries()]
+        return {
+            "count": len(requests),
+            "max_age_seconds": self.max_age_seconds,
+            "requests": requests,
+        }
+
+    async def handler(self, request: web.Request) -> web.Response:
+        """An aiohttp handler that answers with ``to_dict()`` as JSON. Opt-in: mount it only on
+        an internal route (it shows request paths and IDs), for example
+        ``app.router.add_get("/_internal/inflight", registry.handler)``."""
+        body = json.dumps(json_safe(self.to_dict()))
+        return web.Response(text=body, content_type="application/json")

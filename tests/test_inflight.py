@@ -1,0 +1,155 @@
+"""The in-flight registry lists exactly the running requests, however they end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from time import perf_counter
+
+import pytest
+from aiohttp import web
+
+import aioreqctx as context
+from aioreqctx import keys
+
+from .conftest import LoopFactory, run
+from .http_helpers import get_request, raw_exchange, read_response
+from .log_capture import capture
+from .waiting import abandon, until
+
+CONCURRENT = 500
+
+
+@asynccontextmanager
+async def serving_many(app: web.Application, **options: object) -> AsyncIterator[int]:
+    """``http_helpers.serving`` with a listen backlog that holds every test connection at once."""
+    runner = web.AppRunner(app, **options)  # type: ignore[arg-type]
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=CONCURRENT * 2)
+    await site.start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
+def app_with(
+    registry: context.InFlightRegistry,
+    path: str,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.Application:
+    app = web.Application()
+    context.setup(app, observers=(registry,))
+    app.router.add_get(path, handler)
+    app.router.add_get("/_inflight", registry.handler)
+    return app
+
+
+def test_counts_every_concurrent_request(loop_factory: LoopFactory) -> None:
+    registry = context.InFlightRegistry()
+    gate = asyncio.Event()
+
+    async def waits(request: web.Request) -> web.Response:
+        async with context.timed_operation("waiting"):
+            await gate.wait()
+        return web.Response(text="done")
+
+    async def client(port: int, number: int) -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(get_request(f"/wait?n={number}", f"X-Request-ID: req-{number}".encode()))
+            return (await asyncio.wait_for(read_response(reader), 60)).status
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        nonlocal gate
+        gate = asyncio.Event()
+        async with serving_many(app_with(registry, "/wait", waits)) as port:
+            clients = [asyncio.create_task(client(port, n)) for n in range(CONCURRENT)]
+            await until(lambda: registry.count() == CONCURRENT, f"{CONCURRENT} in flight", 60)
+            entries = registry.entries()
+            assert sorted(e.request_id for e in entries) == sorted(
+                f"req-{n}" for n in range(CONCURRENT)
+            )
+            assert {(e.method, e.path, e.current_operation()) for e in entries} == {
+                ("GET", "/wait", "waiting")
+            }
+            (page,) = await raw_exchange(port, get_request("/_inflight"))
+            listed = json.loads(page.body)
+            assert listed["count"] == CONCURRENT + 1  # and the request that asks
+            assert {"request_id", "method", "path", "age_seconds", "current_operation"} <= set(
+                listed["requests"][0]
+            )
+            gate.set()
+            assert await asyncio.gather(*clients) == [200] * CONCURRENT
+            await until(lambda: registry.count() == 0, "an empty registry")
+
+    run(loop_factory, main)
+
+
+@pytest.mark.parametrize("cancellation", [True, False], ids=["cancelled", "disconnected"])
+def test_empty_after_clients_go_away(loop_factory: LoopFactory, cancellation: bool) -> None:
+    registry = context.InFlightRegistry()
+    entered: asyncio.Event
+
+    async def slow(request: web.Request) -> web.Response:
+        entered.set()
+        await asyncio.sleep(0.5 if not cancellation else 30)
+        return web.Response(text="late")
+
+    async def main() -> None:
+        nonlocal entered
+        entered = asyncio.Event()
+        app = app_with(registry, "/slow", slow)
+        async with serving_many(app, handler_cancellation=cancellation) as port:
+            for _ in range(20):
+                entered.clear()
+                await abandon(port, "/slow", entered)
+            await until(lambda: registry.count() == 0, "an empty registry")
+
+    with capture("aiohttp"), capture("aioreqctx.requests"):
+        run(loop_factory, main)
+
+
+def test_stale_entries_are_dropped_and_logged_once() -> None:
+    registry = context.InFlightRegistry(max_age_seconds=60)
+    old = {keys.REQUEST_ID: "old\nid", keys.START_MONOTONIC: perf_counter() - 120}
+    fresh = {keys.REQUEST_ID: "fresh", keys.START_MONOTONIC: perf_counter()}
+    with capture("aioreqctx.inflight") as captured:
+        registry.add(old, method="GET", path="/stuck")
+        registry.add(fresh, method="POST", path="/new")
+        assert [entry.request_id for entry in registry.entries()] == ["fresh"]
+        assert registry.count() == 1
+        registry.remove(old)  # its real end, much later: nothing to do
+        assert registry.drop_stale() == 0
+    (stale,) = captured.fields("inflight_stale")
+    assert stale["request_id"] == "old\nid"
+    assert stale["path"] == "/stuck"
+    assert stale["age_seconds"] >= 120  # type: ignore[operator]
+    assert captured.records[0].levelno == logging.WARNING
+    assert "\n" not in captured.records[0].getMessage()
+
+
+def test_threads_add_and_remove_safely() -> None:
+    registry = context.InFlightRegistry()
+
+    def work(number: int) -> None:
+        mapping = {keys.REQUEST_ID: f"t-{number}", keys.START_MONOTONIC: perf_counter()}
+        registry.add(mapping, method=None, path="thread")
+        registry.entries()
+        registry.remove(mapping)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, range(2000)))
+    assert registry.count() == 0
+
+
+def test_max_age_must_be_a_positive_number() -> None:
+    for bad in (0, -1, float("inf"), float("nan"), "60"):
+        with pytest.raises(ValueError, match="positive number of seconds"):
+            context.InFlightRegistry(max_age_seconds=bad)  # type: ignore[arg-type]
