@@ -4,6 +4,7 @@
 Python 3.11 to 3.14, under uvloop and with eager tasks.
 """
 
+from .collectors import BufferedCollector, LoggingCollector
 from .compat import (
     PY37,
     asyncio_current_task,
@@ -22,6 +23,17 @@ from .factories import (
 from .ids import is_valid_request_id, new_request_id, trace_id_of
 from .keys import OPERATIONS, REJECTED_REQUEST_ID, REQUEST_ID, START_MONOTONIC, START_TIME
 from .layered import LayeredContext
+from .lifecycle import (
+    ClientDisconnected,
+    ConnectionCompleted,
+    ConnectionOpened,
+    LifecycleCollector,
+    LifecycleEvent,
+    NoopCollector,
+    RequestStarted,
+    ResponseCompleted,
+    next_connection_id,
+)
 from .middleware import (
     REQUEST_CONTEXT,
     UNHANDLED_ERROR,
@@ -45,11 +57,21 @@ __all__ = [
     "START_MONOTONIC",
     "START_TIME",
     "UNHANDLED_ERROR",
+    "BufferedCollector",
+    "ClientDisconnected",
+    "ConnectionCompleted",
+    "ConnectionOpened",
     "Context",
     "LayeredContext",
+    "LifecycleCollector",
+    "LifecycleEvent",
+    "LoggingCollector",
+    "NoopCollector",
     "OperationTimings",
     "RequestIdMiddleware",
     "RequestObserver",
+    "RequestStarted",
+    "ResponseCompleted",
     "TaskFactory",
     "asyncio_current_task",
     "bind_context",
@@ -63,6 +85,7 @@ __all__ = [
     "is_valid_request_id",
     "logger",
     "new_request_id",
+    "next_connection_id",
     "request_id_middleware",
     "run_in_executor",
     "scope",

@@ -30,7 +30,9 @@ from .ids import (
     parse_networks,
     trace_id_of,
 )
+from .lifecycle import LifecycleCollector, LifecycleEvent, NoopCollector, as_collector
 from .observers import RequestObserver
+from .server_events import ServerEvents
 from .snapshot import snapshot
 from .store import Context, current_mapping, enter
 from .timing import OperationTimings, server_timing_header
@@ -278,15 +280,30 @@ request_id_middleware = RequestIdMiddleware()
 """The middleware with every default: ``web.Application(middlewares=[request_id_middleware])``."""
 
 
-def setup(app: web.Application, **options: Any) -> RequestIdMiddleware:
+def setup(
+    app: web.Application,
+    *,
+    collector: LifecycleCollector | Callable[[LifecycleEvent], None] | None = None,
+    worker_id: int | None = None,
+    **options: Any,
+) -> RequestIdMiddleware:
     """Install the middleware (outermost) and the ``on_response_prepare`` handler on ``app``.
 
     Use this rather than the bare middleware when the app streams, serves WebSockets or must
-    label aiohttp's own 500 pages. Options are ``RequestIdMiddleware``'s fields.
+    label aiohttp's own 500 pages. Options are ``RequestIdMiddleware``'s fields, plus
+    ``collector`` (lifecycle events, ``aioreqctx.lifecycle``; the default installs nothing)
+    and the ``worker_id`` its events carry (default: the process ID).
     """
     if MIDDLEWARE in app:
         raise RuntimeError("aioreqctx.setup() was already called for this application")
+    collector = as_collector(collector)
+    events = None
+    if not isinstance(collector, NoopCollector):
+        events = ServerEvents(collector, worker_id)
+        options["observers"] = (*options.get("observers", ()), events)
     middleware = RequestIdMiddleware(**options)
+    if events is not None:
+        events.install(app)
     object.__setattr__(middleware, "_labelled_on_prepare", True)
     app.middlewares.insert(0, middleware)
     app.on_response_prepare.append(middleware.on_response_prepare)
