@@ -18,6 +18,10 @@ of its own, started by this file (``python bench/http_middleware.py serve --vari
 4. ``aioreqctx``: ``middlewares=[aioreqctx.request_id_middleware]``, no incoming ID.
 5. ``aioreqctx+header``: the same, each request carrying a valid ``X-Request-ID`` (wrk ``-H``).
 6. ``aioreqctx setup+server_timing``: ``aioreqctx.setup(app, server_timing=True)``.
+7. ``aioreqctx setup``: ``aioreqctx.setup(app)``, the base of the next two (their ratios and
+   targets are to it, not to bare): ``setup+NoopCollector`` (``collector=NoopCollector()``,
+   <= 1.03x) and ``setup+LoggingCollector@WARNING`` (a ``LoggingCollector`` whose logger is
+   at WARNING, so every lifecycle event is filtered out; <= 1.05x).
 
 Method. The servers run on one core (``taskset -c 0``), wrk on the other (``taskset -c 1``,
 ``-t1 -c16 -d2s --latency``), so the server is the bottleneck and its CPU time is what a
@@ -34,7 +38,8 @@ bare; about 1.38x is expected for aiotask-context. Verdicts are printed, not an 
 
 Run it with ``make bench-http`` (installs wrk if needed, then runs
 ``python bench/http_middleware.py``: 12 rounds, about 3 minutes), ``--quick`` for a ~20 s smoke
-run, ``--loop uvloop`` for the servers' event loop, ``--markdown`` for bench/RESULTS.md. Linux
+run, ``--loop uvloop`` for the servers' event loop, ``--only NAME ...`` for bare, those variants
+and their bases, ``--markdown`` for bench/RESULTS.md. Linux
 only (``/proc``, ``taskset``), two cores or more. A server also exits when its stdin closes, so
 even a driver killed with SIGKILL leaves none behind. The file is not called ``http.py``: run
 as a script, every file in bench/ is importable by its bare name, and an ``http.py`` there would
@@ -47,6 +52,7 @@ import argparse
 import asyncio
 import contextlib
 import http.client
+import logging
 import os
 import platform
 import re
@@ -111,10 +117,16 @@ def hello_app(*middlewares: Any) -> web.Application:
     return app
 
 
-def hello_app_with_setup() -> web.Application:
+def hello_app_with_setup(**options: Any) -> web.Application:
     app = hello_app()
-    aioreqctx.setup(app, server_timing=True)
+    aioreqctx.setup(app, **options)
     return app
+
+
+def hello_app_with_filtered_logging() -> web.Application:
+    """Lifecycle events go to a LoggingCollector whose logger is at WARNING: all filtered."""
+    logging.getLogger("aioreqctx.lifecycle").setLevel(logging.WARNING)
+    return hello_app_with_setup(collector=aioreqctx.LoggingCollector())
 
 
 @dataclass(frozen=True)
@@ -129,7 +141,8 @@ class Variant:
     send: tuple[tuple[str, str], ...] = ()
     expect: tuple[tuple[str, str | None], ...] = ()
     task_factory: Callable[..., Any] | None = None
-    bound: Bound | None = None  # for its CPU per request relative to bare
+    bound: Bound | None = None  # for its CPU per request relative to ``base``
+    base: str = "bare"  # another variant's name: the bound is then judged against it
     known_failure: str = ""  # why its probe may fail, shown with the failure
 
 
@@ -160,9 +173,24 @@ VARIANTS = (
     ),
     Variant(
         "aioreqctx setup+server_timing",
-        hello_app_with_setup,
+        partial(hello_app_with_setup, server_timing=True),
         expect=((KEY, None), ("Server-Timing", None)),
         bound=target(1.10),
+    ),
+    Variant("aioreqctx setup", hello_app_with_setup, expect=((KEY, None),)),
+    Variant(
+        "setup+NoopCollector",
+        partial(hello_app_with_setup, collector=aioreqctx.NoopCollector()),
+        expect=((KEY, None),),
+        bound=target(1.03),
+        base="aioreqctx setup",
+    ),
+    Variant(
+        "setup+LoggingCollector@WARNING",
+        hello_app_with_filtered_logging,
+        expect=((KEY, None),),
+        bound=target(1.05),
+        base="aioreqctx setup",
     ),
 )
 BY_NAME = {variant.name: variant for variant in VARIANTS}
@@ -414,9 +442,11 @@ def table(
     and their median shown, not the ratio of the medians. Skipped variants say why.
     """
     rows = [list(COLUMNS)]
+    columns = {server.variant.name: column for column, server in enumerate(servers)}
     for column, server in enumerate(servers):
         own = [samples[column] for samples in rounds]
-        ratios = [samples[column].ratios(samples[0]) for samples in rounds]
+        base = columns[server.variant.base]
+        ratios = [samples[column].ratios(samples[base]) for samples in rounds]
         rows.append(row(server.variant, own, None if server.variant is BARE else ratios))
     for name, reason in skipped.items():
         bound = BY_NAME[name].bound
@@ -435,7 +465,10 @@ def row(variant: Variant, own: list[Sample], ratios: list[Sample] | None) -> lis
     cells += [f"{ratio.cpu:.3f}x", f"{min(cpu):.3f}-{max(cpu):.3f}x"]
     cells += [f"{value:.3f}x" for value in ratio.fields()[1:]]
     bound = variant.bound
-    return [*cells, str(bound or ""), bound.verdict(ratio.cpu) if bound else ""]
+    goal = "" if bound is None else str(bound)
+    if variant.base != BARE.name:  # every ratio in this row is to that variant, not to bare
+        goal = f"{goal} of {variant.base}" if goal else f"ratios to {variant.base}"
+    return [*cells, goal, bound.verdict(ratio.cpu) if bound else ""]
 
 
 def noise_note(rounds: list[list[Sample]]) -> str:
@@ -447,10 +480,19 @@ def noise_note(rounds: list[list[Sample]]) -> str:
     )
 
 
-def run(settings: Settings, loop_kind: str, server_cpu: int, wrk_cpu: int, markdown: bool) -> None:
-    """Start every server, drop those whose probe fails, measure the rest, print the table."""
+def run(
+    settings: Settings,
+    loop_kind: str,
+    server_cpu: int,
+    wrk_cpu: int,
+    markdown: bool,
+    *,
+    only: list[str] | None = None,
+) -> None:
+    """Start every server (or bare and ``only``), drop those whose probe fails, measure."""
     with contextlib.ExitStack() as stack:
-        started = [stack.enter_context(running_server(v, loop_kind, server_cpu)) for v in VARIANTS]
+        chosen = [v for v in VARIANTS if v is BARE or not only or v.name in only]
+        started = [stack.enter_context(running_server(v, loop_kind, server_cpu)) for v in chosen]
         failures = {server.variant.name: probe(server) for server in started}
         skipped = {name: reason for name, reason in failures.items() if reason is not None}
         if BARE.name in skipped:
@@ -481,7 +523,8 @@ def main() -> None:
         f"{wrk_version()}, {settings}, server on CPU {server_cpu}, wrk on CPU {wrk_cpu}; "
         "values and ratios to bare (same round) are medians over rounds."
     )
-    run(settings, args.loop, server_cpu, wrk_cpu, args.markdown)
+    only = args.only and sorted({*args.only, *(BY_NAME[name].base for name in args.only)})
+    run(settings, args.loop, server_cpu, wrk_cpu, args.markdown, only=only)
 
 
 def parse_args() -> argparse.Namespace:
@@ -494,6 +537,7 @@ def parse_args() -> argparse.Namespace:
         command.add_argument("--loop", choices=list(LOOPS), default="asyncio")
     parser.add_argument("--quick", action="store_true", help="a ~20 s smoke run")
     parser.add_argument("--markdown", action="store_true", help="tables for bench/RESULTS.md")
+    parser.add_argument("--only", nargs="+", choices=list(BY_NAME), help="bare and these")
     parser.add_argument("--cpus", type=int, nargs=2, default=(0, 1), help="server and wrk core")
     return parser.parse_args()
 
