@@ -131,6 +131,11 @@ class LoggingCollector:
         self._json = log_format == "json"
         self._sink = event_sink(logger)
 
+    def wants(self, kind: type[LifecycleEvent]) -> bool:
+        """Whether the logger's level lets through any event of ``kind`` (slow ones: INFO)."""
+        level = logging.INFO if kind is ResponseCompleted else _LEVELS[kind]
+        return self._logger.isEnabledFor(level)
+
     def record(self, event: LifecycleEvent) -> None:
         level = _LEVELS[type(event)]
         if (

@@ -97,7 +97,9 @@ class LifecycleCollector(Protocol):
     """Receives every lifecycle event; a plain function ``fn(event)`` works too.
 
     ``record`` must be thread-safe (free-threaded Python runs servers on several threads) and
-    quick: it runs on the server's event loop, once per event.
+    quick: it runs on the server's event loop, once per event. A collector may also have
+    ``wants(event_type) -> bool``: asked before each event is built, False skips building
+    it (how ``LoggingCollector`` costs next to nothing when its level is filtered out).
     """
 
     def record(self, event: LifecycleEvent) -> None: ...

@@ -30,6 +30,7 @@ from .lifecycle import (
     ConnectionCompleted,
     ConnectionOpened,
     LifecycleCollector,
+    LifecycleEvent,
     RequestStarted,
     ResponseCompleted,
     default_worker_id,
@@ -46,10 +47,23 @@ _TIMEOUT_TOLERANCE_S = 0.05
 class _Call:
     """One request on a connection, from the middleware's start to the end of its task."""
 
-    __slots__ = ("ended", "request", "request_id", "response", "started", "streaming")
+    # No reference to the request itself: the request refers to its call, and a cycle would
+    # keep every request's objects alive until the garbage collector runs (measured: costly).
+    __slots__ = (
+        "ended",
+        "method",
+        "path",
+        "request_id",
+        "response",
+        "started",
+        "streaming",
+        "writer",
+    )
 
     def __init__(self, request: web.Request, request_id: str, started: float) -> None:
-        self.request = request
+        self.method = request.method
+        self.path = request.path
+        self.writer = request.writer
         self.request_id = request_id
         self.started = started
         self.response: web.StreamResponse | None = None
@@ -101,6 +115,9 @@ class ServerEvents:
         if worker_id is not None and type(worker_id) is not int:
             raise TypeError(f"worker_id must be an int, not {worker_id!r}")
         self._record = collector.record
+        self._wants: Callable[[type[LifecycleEvent]], bool] = getattr(
+            collector, "wants", _everything
+        )
         self._worker_id = worker_id
         self._connections: dict[object, _Connection] = {}
 
@@ -140,6 +157,8 @@ class ServerEvents:
     def _opened(self, handler: object, transport: asyncio.Transport) -> None:
         connection = _Connection(self._worker_id or default_worker_id())
         self._connections[handler] = connection
+        if not self._wants(ConnectionOpened):
+            return
         client_addr, client_port = _address(transport.get_extra_info("peername"))
         server_addr, server_port = _address(transport.get_extra_info("sockname"))
         secure = transport.get_extra_info("sslcontext") is not None
@@ -165,6 +184,8 @@ class ServerEvents:
                 self._end(connection, call)
             else:
                 self._lose(connection, call)
+        if not self._wants(ConnectionCompleted):
+            return
         if connection.disconnected or isinstance(exc, ConnectionError):
             reason = "client_disconnect"
         elif exc is not None:
@@ -193,20 +214,23 @@ class ServerEvents:
         call = _Call(request, mapping[keys.REQUEST_ID], mapping[keys.START_MONOTONIC])
         connection.current = call
         request[_CALL] = call
+        # Only a ResponseCompleted needs the moment the request ends. Without one, the call is
+        # settled when the next request on the connection starts, or the connection closes.
+        if self._wants(ResponseCompleted) and (task := asyncio.current_task()) is not None:
+            task.add_done_callback(lambda _: _safely(self._end, connection, call))
+        if not self._wants(RequestStarted):
+            return
         version = request.version
         self._record(
             RequestStarted(
                 connection_id=connection.id,
                 worker_id=connection.worker_id,
                 request_id=call.request_id,
-                method=request.method,
-                path=request.path,
+                method=call.method,
+                path=call.path,
                 http_version=f"{version.major}.{version.minor}",
             )
         )
-        task = asyncio.current_task()
-        if task is not None:
-            task.add_done_callback(lambda _: _safely(self._end, connection, call))
 
     def request_finished(
         self,
@@ -235,17 +259,18 @@ class ServerEvents:
         if response is None or not call.written:
             self._lose(connection, call)
             return
-        bytes_sent = response.body_length or call.request.writer.output_size  # WebSocket: 0
+        bytes_sent = response.body_length or call.writer.output_size  # WebSocket: 0
         connection.requests_served += 1
         connection.total_bytes_sent += bytes_sent
-        request = call.request
+        if not self._wants(ResponseCompleted):
+            return
         self._record(
             ResponseCompleted(
                 connection_id=connection.id,
                 worker_id=connection.worker_id,
                 request_id=call.request_id,
-                method=request.method,
-                path=request.path,
+                method=call.method,
+                path=call.path,
                 status=response.status,
                 bytes_sent=bytes_sent,
                 duration_ms=(perf_counter() - call.started) * 1000.0,
@@ -258,14 +283,20 @@ class ServerEvents:
         connection.disconnected = True
         if connection.current is call:
             connection.current = None
+        if not self._wants(ClientDisconnected):
+            return
         self._record(
             ClientDisconnected(
                 connection_id=connection.id,
                 worker_id=connection.worker_id,
                 request_id=call.request_id,
-                during_streaming=call.request.writer.output_size > 0,
+                during_streaming=call.writer.output_size > 0,
             )
         )
+
+
+def _everything(kind: type[LifecycleEvent]) -> bool:
+    return True
 
 
 def _safely(callback: Callable[..., None], *args: Any) -> None:
