@@ -91,8 +91,8 @@ class _Connection:
         "worker_id",
     )
 
-    def __init__(self, worker_id: int) -> None:
-        self.id = next_connection_id()
+    def __init__(self, worker_id: int, connection_id: int | None = None) -> None:
+        self.id = next_connection_id() if connection_id is None else connection_id
         self.worker_id = worker_id
         self.opened = self.idle_since = perf_counter()
         self.requests_served = 0
@@ -207,8 +207,8 @@ class ServerEvents:
 
     def request_started(self, request: web.Request, mapping: Context) -> None:
         connection = self._connections.get(request.protocol)
-        if connection is None:  # not hooked (see install): request events only
-            connection = _Connection(self._worker_id or default_worker_id())
+        if connection is None:  # not hooked (see install): request events, connection ID 0
+            connection = _Connection(self._worker_id or default_worker_id(), 0)
         elif connection.current is not None and not connection.current.ended:
             self._end(connection, connection.current)  # aiohttp is done with it already
         call = _Call(request, mapping[keys.REQUEST_ID], mapping[keys.START_MONOTONIC])

@@ -274,6 +274,31 @@ def test_request_events_share_the_request_id_in_the_log(
     run(loop_factory, main)
 
 
+def test_at_warning_only_disconnects_are_logged(
+    loop_factory: LoopFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The filtered events are never built, yet a disconnect still finds its request."""
+    caplog.set_level(logging.WARNING, logger="aioreqctx.lifecycle")
+    handlers = Handlers()
+
+    async def main() -> None:
+        async with serving(handlers.app(context.LoggingCollector())) as port:
+            await raw_exchange(port, get_request("/ok"), get_request("/ok"))
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(get_request("/stream", b"X-Request-ID: quits"))
+            await asyncio.wait_for(reader.readuntil(b"chunk"), 10)
+            writer.close()
+            await until(lambda: "client_disconnected" in caplog.text)
+            await asyncio.sleep(0.05)
+
+    run(loop_factory, main)
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name.endswith("cycle")]
+    assert [(line["event"], line["request_id"]) for line in lines] == [
+        ("client_disconnected", "quits")
+    ]
+    assert lines[0]["during_streaming"] is True
+
+
 def test_a_failing_collector_never_breaks_the_server(
     loop_factory: LoopFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -336,6 +361,7 @@ def test_without_the_private_hook_request_events_still_flow(
     run(loop_factory, main)
     assert kinds(events) == ["RequestStarted", "ResponseCompleted"]
     assert events[1].request_id == "unhooked"
+    assert {event.connection_id for event in events} == {0}
 
 
 SERVER = textwrap.dedent(
