@@ -51,6 +51,7 @@ class _Call:
     # keep every request's objects alive until the garbage collector runs (measured: costly).
     __slots__ = (
         "ended",
+        "finished",
         "method",
         "path",
         "request_id",
@@ -67,6 +68,7 @@ class _Call:
         self.request_id = request_id
         self.started = started
         self.response: web.StreamResponse | None = None
+        self.finished: float | None = None  # when the middleware was done with it
         self.streaming = False
         self.ended = False
 
@@ -246,6 +248,7 @@ class ServerEvents:
             response = error  # aiohttp sends the raised exception as the response
         call.response = response
         call.streaming = response is not None and response.prepared
+        call.finished = perf_counter()
 
     def _end(self, connection: _Connection, call: _Call) -> None:
         """The request's task is done (or its connection closed): say how it ended, once."""
@@ -254,7 +257,9 @@ class ServerEvents:
         call.ended = True
         if connection.current is call:
             connection.current = None
-        connection.idle_since = perf_counter()
+        # Not the time it is settled: without a done callback that is when the next request
+        # starts or the connection closes, and an idle keep-alive would look busy.
+        connection.idle_since = call.finished or perf_counter()
         response = call.response
         if response is None or not call.written:
             self._lose(connection, call)

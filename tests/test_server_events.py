@@ -251,6 +251,38 @@ def test_an_idle_connection_closed_by_keep_alive_timeout(loop_factory: LoopFacto
     assert events[-1].requests_served == 1
 
 
+class ConnectionsOnly:
+    """A collector that wants no request events: the server then tracks requests lazily."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def wants(self, kind: type) -> bool:
+        return kind in (context.ConnectionOpened, context.ConnectionCompleted)
+
+    def record(self, event: Any) -> None:
+        self.events.append(event)
+
+
+def test_an_idle_timeout_is_seen_without_request_events(loop_factory: LoopFactory) -> None:
+    collector = ConnectionsOnly()
+
+    async def main() -> None:
+        async with serving(Handlers().app(collector), keepalive_timeout=0.3) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for _ in range(2):
+                writer.write(get_request("/ok"))
+                await asyncio.wait_for(read_response(reader), 10)
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+            writer.close()
+            await until(closed(collector.events))
+
+    run(loop_factory, main)
+    assert kinds(collector.events) == ["ConnectionOpened", "ConnectionCompleted"]
+    assert collector.events[1].reason == "timeout"
+    assert collector.events[1].requests_served == 2
+
+
 def test_request_events_share_the_request_id_in_the_log(
     loop_factory: LoopFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
