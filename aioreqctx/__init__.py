@@ -5,7 +5,9 @@ Python 3.11 to 3.14, under uvloop and with eager tasks.
 """
 
 from .access_log import AccessLogger, access_logger_for
+from .app_setup import setup
 from .client import ClientPropagation, DeadlineExceeded
+from .collectors import BufferedCollector, LoggingCollector
 from .compat import (
     PY37,
     asyncio_current_task,
@@ -40,6 +42,17 @@ from .keys import (
     START_TIME,
 )
 from .layered import LayeredContext
+from .lifecycle import (
+    ClientDisconnected,
+    ConnectionCompleted,
+    ConnectionOpened,
+    LifecycleCollector,
+    LifecycleEvent,
+    NoopCollector,
+    RequestStarted,
+    ResponseCompleted,
+    next_connection_id,
+)
 from .logging_context import LogContext, log_context
 from .middleware import (
     CLIENT_CLOSED_REQUEST,
@@ -47,7 +60,6 @@ from .middleware import (
     UNHANDLED_ERROR,
     RequestIdMiddleware,
     request_id_middleware,
-    setup,
 )
 from .observers import RequestObserver
 from .otel import SpanRequestIdObserver, otel_log_fields
@@ -74,20 +86,30 @@ __all__ = [
     "START_TIME",
     "UNHANDLED_ERROR",
     "AccessLogger",
+    "BufferedCollector",
+    "ClientDisconnected",
     "ClientPropagation",
+    "ConnectionCompleted",
+    "ConnectionOpened",
     "Context",
     "DeadlineExceeded",
     "DeadlineObserver",
     "InFlightEntry",
     "InFlightRegistry",
     "LayeredContext",
+    "LifecycleCollector",
+    "LifecycleEvent",
     "LogContext",
+    "LoggingCollector",
+    "NoopCollector",
     "OperationTimings",
     "RequestContext",
     "RequestContextFilter",
     "RequestEvents",
     "RequestIdMiddleware",
     "RequestObserver",
+    "RequestStarted",
+    "ResponseCompleted",
     "SpanRequestIdObserver",
     "TaskFactory",
     "access_logger_for",
@@ -109,6 +131,7 @@ __all__ = [
     "log_context",
     "logger",
     "new_request_id",
+    "next_connection_id",
     "otel_log_fields",
     "remaining_time",
     "request_context",

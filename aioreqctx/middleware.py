@@ -196,7 +196,8 @@ class RequestIdMiddleware:
         error: BaseException | None = None
         try:
             response = await self._respond(request, handler, mapping, rejected)
-            error = response.get(UNHANDLED_ERROR)
+            if response.status in (CLIENT_CLOSED_REQUEST, HTTPStatus.INTERNAL_SERVER_ERROR):
+                error = response.get(UNHANDLED_ERROR)  # a KeyError inside: not on every request
             if not (self._labelled_on_prepare or response.prepared):
                 self._label(response, mapping)
             return response
@@ -275,23 +276,5 @@ def _error_response(status: HTTPStatus) -> web.Response:
     return web.Response(status=status, text=f"{status.value}: {status.phrase}")
 
 
-MIDDLEWARE: web.AppKey[RequestIdMiddleware] = web.AppKey("aioreqctx.middleware")
-
 request_id_middleware = RequestIdMiddleware()
 """The middleware with every default: ``web.Application(middlewares=[request_id_middleware])``."""
-
-
-def setup(app: web.Application, **options: Any) -> RequestIdMiddleware:
-    """Install the middleware (outermost) and the ``on_response_prepare`` handler on ``app``.
-
-    Use this rather than the bare middleware when the app streams, serves WebSockets or must
-    label aiohttp's own 500 pages. Options are ``RequestIdMiddleware``'s fields.
-    """
-    if MIDDLEWARE in app:
-        raise RuntimeError("aioreqctx.setup() was already called for this application")
-    middleware = RequestIdMiddleware(**options)
-    object.__setattr__(middleware, "_labelled_on_prepare", True)
-    app.middlewares.insert(0, middleware)
-    app.on_response_prepare.append(middleware.on_response_prepare)
-    app[MIDDLEWARE] = middleware
-    return middleware

@@ -18,11 +18,15 @@ of its own, started by this file (``python bench/http_middleware.py serve --vari
 4. ``aioreqctx``: ``middlewares=[aioreqctx.request_id_middleware]``, no incoming ID.
 5. ``aioreqctx+header``: the same, each request carrying a valid ``X-Request-ID`` (wrk ``-H``).
 6. ``aioreqctx setup+server_timing``: ``aioreqctx.setup(app, server_timing=True)``.
-7. ``aioreqctx setup``: ``aioreqctx.setup(app)``, the reference for the two observers below.
+7. ``aioreqctx setup``: ``aioreqctx.setup(app)``, the base of the variants below (their ratios
+   and targets are to it, not to bare).
 8. ``aioreqctx setup+registry``: ``setup(app, observers=(aioreqctx.InFlightRegistry(),))``.
 9. ``aioreqctx setup+events@WARNING``: ``setup(app, observers=(RequestEvents(...),))`` with
    its logger at WARNING, so every 200's ``request_started``/``request_finished`` is filtered
    out: what leaving request events on costs when INFO is off.
+10. ``setup+NoopCollector`` (``collector=NoopCollector()``, <= 1.03x) and
+    ``setup+LoggingCollector@WARNING`` (a ``LoggingCollector`` whose logger is at WARNING, so
+    every lifecycle event is filtered out; <= 1.05x).
 
 Method. The servers run on one core (``taskset -c 0``), wrk on the other (``taskset -c 1``,
 ``-t1 -c16 -d2s --latency``), so the server is the bottleneck and its CPU time is what a
@@ -46,8 +50,8 @@ only their ratios mean anything).
 
 Run it with ``make bench-http`` (installs wrk if needed, then runs
 ``python bench/http_middleware.py``: 12 rounds, about 3 minutes), ``--quick`` for a ~20 s smoke
-run, ``--only NAME ...`` for bare and the named variants, ``--loop uvloop`` for the servers'
-event loop, ``--markdown`` for bench/RESULTS.md. Linux
+run, ``--loop uvloop`` for the servers' event loop, ``--only NAME ...`` for bare, those variants
+and their bases, ``--markdown`` for bench/RESULTS.md. Linux
 only (``/proc``, ``taskset``), two cores or more. A server also exits when its stdin closes, so
 even a driver killed with SIGKILL leaves none behind. The file is not called ``http.py``: run
 as a script, every file in bench/ is importable by its bare name, and an ``http.py`` there would
@@ -141,6 +145,12 @@ def hello_app_with_filtered_events() -> web.Application:
     return hello_app_with_setup(observers=(aioreqctx.RequestEvents(logger=logger),))
 
 
+def hello_app_with_filtered_logging() -> web.Application:
+    """Lifecycle events go to a LoggingCollector whose logger is at WARNING: all filtered."""
+    logging.getLogger("aioreqctx.lifecycle").setLevel(logging.WARNING)
+    return hello_app_with_setup(collector=aioreqctx.LoggingCollector())
+
+
 @dataclass(frozen=True)
 class Variant:
     """A server's app (and loop task factory), what wrk sends it, what its responses must carry.
@@ -153,7 +163,8 @@ class Variant:
     send: tuple[tuple[str, str], ...] = ()
     expect: tuple[tuple[str, str | None], ...] = ()
     task_factory: Callable[..., Any] | None = None
-    bound: Bound | None = None  # for its CPU per request relative to bare
+    bound: Bound | None = None  # for its CPU per request relative to ``base``
+    base: str = "bare"  # another variant's name: the bound is then judged against it
     known_failure: str = ""  # why its probe may fail, shown with the failure
 
 
@@ -189,9 +200,31 @@ VARIANTS = (
         bound=target(1.10),
     ),
     Variant("aioreqctx setup", hello_app_with_setup, expect=((KEY, None),)),
-    Variant("aioreqctx setup+registry", hello_app_with_registry, expect=((KEY, None),)),
     Variant(
-        "aioreqctx setup+events@WARNING", hello_app_with_filtered_events, expect=((KEY, None),)
+        "aioreqctx setup+registry",
+        hello_app_with_registry,
+        expect=((KEY, None),),
+        base="aioreqctx setup",
+    ),
+    Variant(
+        "aioreqctx setup+events@WARNING",
+        hello_app_with_filtered_events,
+        expect=((KEY, None),),
+        base="aioreqctx setup",
+    ),
+    Variant(
+        "setup+NoopCollector",
+        partial(hello_app_with_setup, collector=aioreqctx.NoopCollector()),
+        expect=((KEY, None),),
+        bound=target(1.03),
+        base="aioreqctx setup",
+    ),
+    Variant(
+        "setup+LoggingCollector@WARNING",
+        hello_app_with_filtered_logging,
+        expect=((KEY, None),),
+        bound=target(1.05),
+        base="aioreqctx setup",
     ),
 )
 BY_NAME = {variant.name: variant for variant in VARIANTS}
@@ -478,9 +511,11 @@ def table(
     and their median shown, not the ratio of the medians. Skipped variants say why.
     """
     rows = [list(COLUMNS)]
+    columns = {server.variant.name: column for column, server in enumerate(servers)}
     for column, server in enumerate(servers):
         own = [samples[column] for samples in rounds]
-        ratios = [samples[column].ratios(samples[0]) for samples in rounds]
+        base = columns[server.variant.base]
+        ratios = [samples[column].ratios(samples[base]) for samples in rounds]
         rows.append(row(server.variant, own, None if server.variant is BARE else ratios))
     for name, reason in skipped.items():
         bound = BY_NAME[name].bound
@@ -499,7 +534,10 @@ def row(variant: Variant, own: list[Sample], ratios: list[Sample] | None) -> lis
     cells += [f"{ratio.cpu:.3f}x", f"{min(cpu):.3f}-{max(cpu):.3f}x"]
     cells += [f"{value:.3f}x" for value in ratio.fields()[1:]]
     bound = variant.bound
-    return [*cells, str(bound or ""), bound.verdict(ratio.cpu) if bound else ""]
+    goal = "" if bound is None else str(bound)
+    if variant.base != BARE.name:  # every ratio in this row is to that variant, not to bare
+        goal = f"{goal} of {variant.base}" if goal else f"ratios to {variant.base}"
+    return [*cells, goal, bound.verdict(ratio.cpu) if bound else ""]
 
 
 def noise_note(rounds: list[list[Sample]]) -> str:
@@ -512,9 +550,10 @@ def noise_note(rounds: list[list[Sample]]) -> str:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> None:
-    """Start every server (or bare and ``--only``), drop those whose probe fails, measure the
-    rest, print the table."""
-    variants = [v for v in VARIANTS if args.only is None or v is BARE or v.name in args.only]
+    """Start every server (or bare, ``--only`` and their bases), drop those whose probe fails,
+    measure the rest, print the table."""
+    only = args.only and {*args.only, *(BY_NAME[name].base for name in args.only)}
+    variants = [v for v in VARIANTS if not only or v is BARE or v.name in only]
     with contextlib.ExitStack() as stack:
         server_cpu, wrk_cpu = args.cpus
         started = [stack.enter_context(running_server(v, args.loop, server_cpu)) for v in variants]
@@ -567,7 +606,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--cpus", type=int, nargs=2, default=(0, 1), help="server and wrk core")
     parser.add_argument(
-        "--only", nargs="+", choices=list(BY_NAME), help="measure bare and these variants only"
+        "--only", nargs="+", choices=list(BY_NAME), help="bare, these variants and their bases"
     )
     return parser.parse_args()
 

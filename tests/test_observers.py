@@ -121,3 +121,20 @@ def test_a_cancelled_request_is_finished_with_its_cancellation(loop_factory: Loo
 def test_an_object_without_the_methods_is_refused() -> None:
     with pytest.raises(TypeError, match="not a RequestObserver"):
         context.RequestIdMiddleware(observers=(object(),))  # type: ignore[arg-type]
+
+
+def test_setup_turns_named_options_into_observers() -> None:
+    registry = context.InFlightRegistry()
+    events = context.RequestEvents()
+    app = web.Application()
+    middleware = context.setup(
+        app, request_events=events, registry=registry, observers=(Recorder(),)
+    )
+    kinds = [type(observer) for observer in middleware.observers]
+    assert kinds == [Recorder, context.RequestEvents, context.InFlightRegistry]
+    assert middleware.observers[1] is events
+    plain = context.setup(web.Application(), request_events=True)
+    assert [type(o) for o in plain.observers] == [context.RequestEvents]
+    assert context.setup(web.Application()).observers == ()
+    with pytest.raises(TypeError, match="registry must be an InFlightRegistry"):
+        context.setup(web.Application(), registry=object())  # type: ignore[arg-type]
