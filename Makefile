@@ -4,7 +4,7 @@ VENV ?= .venv
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
 SOURCES := aioreqctx tests examples bench
 
-.PHONY: demo test lint typecheck pytest test-all bench bench-http clean
+.PHONY: demo serve test lint typecheck pytest test-all bench bench-http clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(VENV)/.installed: pyproject.toml
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/python examples/demo.py
+
+# The demo's gateway on http://127.0.0.1:8080 (its backend on 8081) for trying with curl.
+serve: $(VENV)/.installed
+	$(VENV)/bin/python examples/services.py serve --port 8080
 
 test: lint typecheck pytest
 

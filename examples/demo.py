@@ -145,9 +145,13 @@ SHOWN_FIELDS = ("method", "path", "status", "duration_ms", "bytes", "reason", "d
 
 
 def describe(line: Line) -> str:
-    extras = " ".join(f"{key}={line[key]}" for key in SHOWN_FIELDS if key in line)
-    where = f"[{line.get('task', '')}{'/' + line['thread'] if 'thread' in line else ''}]"
-    return f"  {line['service']:8} {line.get('level', ''):7} {line['event']} {extras} {where}"
+    def shown(value: Any) -> str:
+        return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+    extras = " ".join(f"{key}={shown(line[key])}" for key in SHOWN_FIELDS if line.get(key))
+    source = str(line.get("logger", "")).rpartition(".")[2]  # requests, lifecycle, access, demo
+    where = line.get("thread") or line.get("task") or "callback"
+    return f"  {line['service']:8} {source:9} {line['event']:20} {extras} [{where}]"
 
 
 def problems(outcome: Outcome, lines: list[Line]) -> list[str]:
@@ -187,10 +191,9 @@ def report(outcomes: list[Outcome], services: list[Service]) -> int:
         touched = ", ".join(sorted({line["service"] for line in lines})) or "-"
         lifecycle = sum(1 for line in lines if line.get("logger") == "aioreqctx.lifecycle")
         status = "hung up" if outcome.status is None else str(outcome.status)
-        rows.append(
-            (outcome.scenario.name, status, f"{outcome.duration_ms:.0f}", touched, len(lines))
-        )
-        rows[-1] += (lifecycle, "ok" if not found else "FAIL")
+        verdict = "FAIL" if found else "ok"
+        row = (outcome.scenario.name, status, f"{outcome.duration_ms:.0f}", touched, len(lines))
+        rows.append((*row, lifecycle, verdict))
     print_table(rows)
     exit_codes = {s.name: s.process.returncode for s in services}
     if any(exit_codes.values()):

@@ -1,4 +1,4 @@
-"""The README's first command: the demo serves real requests on 127.0.0.1 and exits 0."""
+"""The README's first command: two services, one ID per scenario in both services' lines."""
 
 from __future__ import annotations
 
@@ -10,31 +10,35 @@ from pathlib import Path
 import pytest
 
 DEMO = Path(__file__).parent.parent / "examples" / "demo.py"
+SCENARIOS = ("no ID sent", "valid ID", "invalid ID", "handler fails", "streaming", "fan-out")
 
 
-@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 @pytest.mark.parametrize(
-    "factory", ["task_factory", "copying_task_factory", "chainmap_task_factory"]
+    ("factory", "loop"),
+    [
+        ("copying_task_factory", "asyncio"),
+        ("task_factory", "asyncio"),
+        ("chainmap_task_factory", "asyncio"),
+        ("copying_task_factory", "uvloop"),
+    ],
 )
-def test_demo_shows_each_request_id_in_every_task_and_thread(factory: str, loop: str) -> None:
+def test_demo_ties_both_services_lines_to_each_request_id(factory: str, loop: str) -> None:
     result = subprocess.run(
         [sys.executable, str(DEMO), "--factory", factory, "--loop", loop],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    for given in ("demo-given-1", "demo-given-2", "demo-given-3"):
-        lines = [
-            line
-            for line in result.stdout.splitlines()
-            if line.startswith(given + " ") and " | " in line
-        ]
-        thread_lines = [line for line in lines if "executor thread" in line]
-        assert thread_lines
-        assert all(line.split("|")[1].strip() != "MainThread" for line in thread_lines)
-        assert any("background task" in line for line in lines)
-    generated = set(re.findall(r"^([0-9a-f-]{36}) +\| ", result.stdout, re.MULTILINE))
-    assert len(generated) == 3
-    assert "every request's lines carried its own ID" in result.stdout
+    sections = re.split(r"^== ", result.stdout, flags=re.MULTILINE)[1:]
+    by_scenario = {section.split(":")[0]: section for section in sections}
+    for name in (*SCENARIOS, "client hangs up"):
+        lines = by_scenario[name].splitlines()[1:]
+        services = {line.split()[0] for line in lines if line.startswith("  ")}
+        assert {"gateway", "backend"} <= services, name
+    assert "demo-valid-7f3a" in by_scenario["valid ID"].splitlines()[0]
+    assert "bad id" not in by_scenario["invalid ID"].splitlines()[0]
+    assert "client_disconnected" in by_scenario["client hangs up"]
+    assert f"executor thread  [{loop}_" in by_scenario["fan-out"]  # the loop's default pool
+    assert "one ID tied both services' lines together in every scenario" in result.stdout
