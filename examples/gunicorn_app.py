@@ -2,8 +2,9 @@
 
     gunicorn -c examples/gunicorn.conf.py --chdir examples gunicorn_app:create_app
 
-Every response carries ``X-Request-ID``; ``/whoami`` also reports the ID the handler saw and
-the worker's process ID, so a client can tell the workers apart.
+Every response carries ``X-Request-ID``; ``/whoami`` also reports the ID the handler saw, the
+worker's process ID, so a client can tell the workers apart, and the ``worker_id`` of the
+lifecycle events this worker has recorded (kept in a ``BufferedCollector``).
 """
 
 from __future__ import annotations
@@ -14,14 +15,24 @@ from aiohttp import web
 
 import aioreqctx as context
 
+EVENTS: web.AppKey[context.BufferedCollector] = web.AppKey("events", context.BufferedCollector)
+
 
 async def whoami(request: web.Request) -> web.Response:
-    return web.json_response({"request_id": context.get(context.REQUEST_ID), "pid": os.getpid()})
+    worker_ids = sorted({event.worker_id for event in request.app[EVENTS].flush()})
+    return web.json_response(
+        {
+            "request_id": context.get(context.REQUEST_ID),
+            "pid": os.getpid(),
+            "lifecycle_worker_ids": worker_ids,
+        }
+    )
 
 
 async def create_app() -> web.Application:
     """The app factory gunicorn calls in each worker, after the fork."""
     app = web.Application()
-    context.setup(app)
+    app[EVENTS] = context.BufferedCollector()
+    context.setup(app, collector=app[EVENTS])
     app.router.add_get("/whoami", whoami)
     return app

@@ -88,6 +88,8 @@ def test_two_gunicorn_workers_serve_ids_and_stop_cleanly() -> None:
         answers = asyncio.run(ask_until_both_workers_answer(port))
         for answer in answers:
             assert answer["sent"] == answer["echoed"] == answer["request_id"]
+            # Lifecycle events (at least this request's RequestStarted) name their worker.
+            assert answer["lifecycle_worker_ids"] == [answer["pid"]]
         assert {answer["pid"] for answer in answers} == workers
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0
