@@ -29,9 +29,10 @@ class RequestContextFilter(logging.Filter):
         name: str = "",
         context_keys: Mapping[str, str] | None = None,
         default: Any = DEFAULT_REQUEST_ID,
+        trace_ids: bool = False,
     ) -> None:
         super().__init__(name)
-        self._add_fields = field_adder(context_keys, default)
+        self._add_fields = field_adder(context_keys, default, trace_ids)
 
     def filter(self, record: logging.LogRecord) -> bool:
         self._add_fields(None, "", record.__dict__)
@@ -42,7 +43,9 @@ RecordFactory = Callable[..., logging.LogRecord]
 
 
 def install_log_record_factory(
-    context_keys: Mapping[str, str] | None = None, default: Any = DEFAULT_REQUEST_ID
+    context_keys: Mapping[str, str] | None = None,
+    default: Any = DEFAULT_REQUEST_ID,
+    trace_ids: bool = False,
 ) -> Callable[[], None]:
     """Make every new ``LogRecord`` carry the request fields; returns the call that undoes it.
 
@@ -50,7 +53,7 @@ def install_log_record_factory(
     Undoing restores it if nothing was installed on top since; otherwise ours only stops adding
     fields, so the later factory keeps its chain.
     """
-    add_fields = field_adder(context_keys, default)
+    add_fields = field_adder(context_keys, default, trace_ids)
     previous = logging.getLogRecordFactory()
     active = True
 

@@ -16,7 +16,9 @@ from .log_fields import DEFAULT_REQUEST_ID, field_adder
 
 
 def request_context_processor(
-    context_keys: Mapping[str, str] | None = None, default: Any = DEFAULT_REQUEST_ID
+    context_keys: Mapping[str, str] | None = None,
+    default: Any = DEFAULT_REQUEST_ID,
+    trace_ids: bool = False,
 ) -> Processor:
     """A processor adding ``request_id``, the configured context keys, the pushed logging
     context and the request's metadata; keys the event already has win.
@@ -24,7 +26,7 @@ def request_context_processor(
     ``request_context_processor(context_keys={"user.id": "user_id"}, default=None)``;
     ``aioreqctx.add_request_context`` is the one with every default.
     """
-    return field_adder(context_keys, default)
+    return field_adder(context_keys, default, trace_ids)
 
 
 add_request_context = request_context_processor()

@@ -95,12 +95,15 @@ def test_without_opentelemetry_installed_both_are_no_ops() -> None:
 
 def test_log_lines_carry_the_active_span_next_to_the_request_id() -> None:
     tracer = TracerProvider().get_tracer("tests")
-    add_fields = context.request_context_processor()
+    add_fields = context.request_context_processor(trace_ids=True)
+    without = context.request_context_processor()
     with context.scope({context.REQUEST_ID: "traced-1"}):
         outside = add_fields(None, "info", {"event": "before"})
         with tracer.start_as_current_span("work") as span:
             inside = add_fields(None, "info", {"event": "inside"})
             explicit = add_fields(None, "info", {"event": "x", "trace_id": "given"})
+            default = without(None, "info", {"event": "default"})
+    assert default == {"event": "default", "request_id": "traced-1"}  # off unless asked for
     assert "trace_id" not in outside
     assert inside == {
         "event": "inside",
