@@ -1,4 +1,4 @@
-"""The benchmark still runs (a few seconds, no timing assertions: timing lives in bench/)."""
+"""The benchmarks still run (a few seconds each, no timing assertions: timing lives in bench/)."""
 
 from __future__ import annotations
 
@@ -10,23 +10,35 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).parent.parent / "bench" / "tasks.py"
-HTTP_BENCH = BENCH.with_name("http_middleware.py")
+BENCH_DIR = Path(__file__).parent.parent / "bench"
 
 
-def test_quick_benchmark_runs_every_case_on_both_loops() -> None:
+def run_bench(script: str, *options: str, timeout: float = 120) -> str:
+    """Run ``bench/<script> --quick OPTIONS``; its stdout, after checking it exited 0."""
     result = subprocess.run(
-        [sys.executable, str(BENCH), "--quick"],
+        [sys.executable, str(BENCH_DIR / script), "--quick", *options],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_quick_benchmark_runs_every_case_on_both_loops() -> None:
+    stdout = run_bench("tasks.py")
     # Twice per event loop (one task at a time, chains), and the get case once per loop.
-    assert result.stdout.count("aioreqctx copying_task_factory") == 4
-    assert result.stdout.count("aioreqctx.get, 10-level chainmap") == 2
-    assert "fails under uvloop" in result.stdout
+    assert stdout.count("aioreqctx copying_task_factory") == 4
+    assert stdout.count("aioreqctx.get, 10-level chainmap") == 2
+    assert "fails under uvloop" in stdout
+
+
+def test_quick_logging_benchmark_runs_every_case() -> None:
+    stdout = run_bench("logging_overhead.py")
+    assert stdout.count("| stdlib, ") == 4
+    assert stdout.count("| structlog, ") == 6
+    assert "processor alone: added cost, ours / merge_contextvars" in stdout
 
 
 @pytest.mark.skipif(
@@ -34,15 +46,8 @@ def test_quick_benchmark_runs_every_case_on_both_loops() -> None:
     reason="the HTTP benchmark needs wrk (make bench-http installs it) and two cores",
 )
 def test_quick_http_benchmark_measures_every_working_variant() -> None:
-    result = subprocess.run(
-        [sys.executable, str(HTTP_BENCH), "--quick", "--together"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    rows = {line.split("  ")[0]: line for line in result.stdout.splitlines()}
+    stdout = run_bench("http_middleware.py", "--together", timeout=240)
+    rows = {line.split("  ")[0]: line for line in stdout.splitlines()}
     assert "x" in rows["aioreqctx"]
     assert "x" in rows["aioreqctx setup+server_timing"]
     expected_skip = sys.version_info >= (3, 12)  # aiohttp bypasses aiotask-context's factory
