@@ -146,7 +146,7 @@ class RequestIdMiddleware:
         if rejected is not None:  # logged in the request's context: the line has the new ID
             header_name, shown = rejected
             logger.warning(
-                'aioreqctx: invalid %s header from %s ignored: "%s"',
+                'invalid %s header from %s ignored: "%s"',
                 header_name,
                 request.remote,
                 shown,
@@ -234,7 +234,7 @@ class RequestIdMiddleware:
         try:
             return bool(self.validator(candidate))
         except Exception:
-            logger.exception("aioreqctx: the request-ID validator raised; ID treated as invalid")
+            logger.exception("the request-ID validator raised; ID treated as invalid")
             return False
 
     def _new_id(self) -> str:
@@ -243,7 +243,7 @@ class RequestIdMiddleware:
         made = self.generator()
         if isinstance(made, str) and is_valid_request_id(made):
             return made
-        logger.error("aioreqctx: the generator returned %r, not a safe ID; using a UUID4", made)
+        logger.error("the generator returned %r, not a safe ID; using a UUID4", made)
         return new_request_id()
 
     def _label(self, response: web.StreamResponse, mapping: Context) -> None:
@@ -263,7 +263,7 @@ def _notify(callback: Callable[..., None], *args: Any) -> None:
     try:
         callback(*args)
     except Exception:
-        logger.exception("aioreqctx: request observer %r failed", callback)
+        logger.exception("request observer %r failed", callback)
 
 
 def _client_gone(request: web.Request) -> bool:
