@@ -59,7 +59,8 @@ def send(port: int, request: Request) -> None:
     finally:
         connection.close()
     assert response.status < 500, body
-    assert request_id is not None and is_valid_request_id(request_id)
+    assert request_id is not None
+    assert is_valid_request_id(request_id)
     report = mismatches(request.expected_body, body)
     assert not report, f"GET {request.path}: " + "\n".join(report)
 
