@@ -25,9 +25,9 @@ def run_env() -> dict[str, str]:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "error"}
 
 
-def run_program(program: Path, workdir: Path) -> str:
+def run_program(command: list[str], workdir: Path) -> str:
     result = subprocess.run(
-        [sys.executable, str(program)],
+        [sys.executable, *command],
         cwd=workdir,
         env=run_env(),
         stdout=subprocess.PIPE,
@@ -90,13 +90,17 @@ def serve_program(example: Example, program: Path, workdir: Path) -> str:
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[example.name for example in EXAMPLES])
 def test_block_runs_as_printed(example: Example, tmp_path: Path) -> None:
-    program = tmp_path / "example.py"
+    for name, text in example.files.items():
+        (tmp_path / name).write_text(text)
+    program = tmp_path / (example.test_file or "example.py")
     program.write_text(example.code.body + "\n")
-    if example.serves:
+    if example.test_file is not None:
+        printed = run_program(["-m", "pytest", "-q", program.name], tmp_path)
+    elif example.serves:
         assert example.requests, "a block that serves needs a Try-it block after it"
         printed = serve_program(example, program, tmp_path)
     else:
-        printed = run_program(program, tmp_path)
+        printed = run_program([str(program)], tmp_path)
     expected = example.output.body if example.output is not None else ""
     report = mismatches(expected, printed)
     assert not report, "\n".join(report)
