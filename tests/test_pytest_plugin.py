@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from aioreqctx.store import current_mapping
+
 INI = """
 [pytest]
 asyncio_mode = strict
@@ -104,6 +106,8 @@ def test_a_tests_writes_never_reach_the_next_test(pytester: pytest.Pytester) -> 
     pytester.runpytest().assert_outcomes(passed=2)
     # Without the plugin the second test sees the first one's write: the leak is real.
     pytester.runpytest("-p", "no:aioreqctx").assert_outcomes(passed=1, failed=1)
+    # The session fixture's teardown undid its mapping; the plugin did not put it back.
+    assert current_mapping.get(None) is None
 
 
 def test_pushed_log_fields_end_with_their_test(pytester: pytest.Pytester) -> None:
