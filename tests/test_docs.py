@@ -106,6 +106,13 @@ def test_block_runs_as_printed(example: Example, tmp_path: Path) -> None:
     assert not report, "\n".join(report)
 
 
+@pytest.mark.parametrize("example", EXAMPLES, ids=[example.name for example in EXAMPLES])
+def test_an_application_in_a_block_is_served(example: Example) -> None:
+    """A handler that is never called proves nothing (the README's first snippet answered 500)."""
+    if "web.Application(" in example.code.body:
+        assert example.serves or "web.AppRunner(" in example.code.body or example.test_file
+
+
 @pytest.mark.parametrize("path", DOC_FILES, ids=[str(p.relative_to(ROOT)) for p in DOC_FILES])
 def test_every_output_and_try_it_block_follows_a_program(path: Path) -> None:
     examples(path)
