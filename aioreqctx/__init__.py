@@ -65,6 +65,7 @@ from .observers import RequestObserver
 from .otel import SpanRequestIdObserver, otel_log_fields
 from .request_events import RequestEvents, level_for_status
 from .request_view import RequestContext
+from .serving_loop import loop_factory
 from .stdlib_logging import RequestContextFilter, install_log_record_factory
 from .store import NO_LOOP_EXCEPTION_MSG, Context, clear, get, scope, set  # noqa: A004
 from .structlog_processor import add_request_context, request_context_processor
@@ -130,6 +131,7 @@ __all__ = [
     "level_for_status",
     "log_context",
     "logger",
+    "loop_factory",
     "new_request_id",
     "next_connection_id",
     "otel_log_fields",
