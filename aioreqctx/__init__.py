@@ -68,7 +68,7 @@ from .request_view import RequestContext
 from .serving_loop import loop_factory
 from .stdlib_logging import RequestContextFilter, install_log_record_factory
 from .store import NO_LOOP_EXCEPTION_MSG, Context, clear, get, scope, set  # noqa: A004
-from .structlog_processor import add_request_context, request_context_processor
+from .structlog_processor import add_event_fields, add_request_context, request_context_processor
 from .threads import bind_context, run_in_executor
 from .timing import OperationTimings, elapsed_ms, timed_operation
 
@@ -114,6 +114,7 @@ __all__ = [
     "SpanRequestIdObserver",
     "TaskFactory",
     "access_logger_for",
+    "add_event_fields",
     "add_request_context",
     "asyncio_current_task",
     "bind_context",

@@ -154,8 +154,9 @@ class LoggingCollector:
         name, names = _NAMES[type(event)]
         values: dict[str, Any] = {"time": _iso_time(event.wall_time_ns)}
         values.update((key, getattr(event, key)) for key in names)
-        if self._json:
-            self._logger.log(level, "%s", json.dumps({"event": name, **values}))
+        if self._json:  # the fields also on the record, as the text format has them
+            line = json.dumps({"event": name, **values})
+            self._logger.log(level, "%s", line, extra={"event": name, "event_fields": values})
         else:
             self._sink(level, name, values)
 
