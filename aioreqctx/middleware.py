@@ -10,6 +10,7 @@ them: ``aioreqctx.setup(app)`` installs both.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,11 +44,13 @@ REQUEST_CONTEXT: web.RequestKey[Context] = web.RequestKey("aioreqctx.context")
 """The request's context mapping on the request object, for code that runs outside its task."""
 
 CLIENT_CLOSED_REQUEST = 499
-"""nginx's status for a client that hung up before the response was complete: what the
-access log and observers see for it (nothing reaches the client)."""
+"""nginx's status for a client that hung up before the response was complete (a streaming
+write failed, or ``handler_cancellation=True`` cancelled the handler): what the access log and
+observers see for it (nothing reaches the client)."""
 
-UNHANDLED_ERROR: web.ResponseKey[Exception] = web.ResponseKey("aioreqctx.unhandled_error")
-"""On the 500 the middleware built for an unhandled exception: that exception."""
+UNHANDLED_ERROR: web.ResponseKey[BaseException] = web.ResponseKey("aioreqctx.unhandled_error")
+"""On the 500 the middleware built for an unhandled exception: that exception; on its 499 for
+a client that went away: the reset or the cancellation."""
 
 
 logger = logging.getLogger("aioreqctx")
@@ -172,6 +175,15 @@ class RequestIdMiddleware:
             if not self._labelled_on_prepare:
                 self._label(error, mapping)  # raised, so never prepared yet
             raise
+        except asyncio.CancelledError as cancelled:
+            if not _client_gone(request) or not _only_cancelled_by_the_disconnect():
+                raise
+            # handler_cancellation=True and the client hung up: answered like a streaming
+            # reset, so aiohttp still writes the access line (it logs none for a cancellation).
+            server_logger.debug("Client %s disconnected.", request.remote)
+            response = web.Response(status=CLIENT_CLOSED_REQUEST)
+            response[UNHANDLED_ERROR] = cancelled
+            return response
         except TimeoutError:
             server_logger.debug("Request handler timed out.", exc_info=True)
             return _error_response(HTTPStatus.GATEWAY_TIMEOUT)
@@ -264,6 +276,16 @@ def _notify(callback: Callable[..., None], *args: Any) -> None:
         callback(*args)
     except Exception:
         logger.exception("aioreqctx: request observer %r failed", callback)
+
+
+def _only_cancelled_by_the_disconnect() -> bool:
+    """Whether the one pending cancellation is aiohttp's for the lost connection; if so it is
+    withdrawn (``uncancel``). Any other cancellation (shutdown, a timeout) goes on."""
+    task = asyncio.current_task()
+    if task is None or task.cancelling() != 1:
+        return False
+    task.uncancel()
+    return True
 
 
 def _client_gone(request: web.Request) -> bool:
