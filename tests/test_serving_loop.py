@@ -130,6 +130,19 @@ def test_the_factory_is_on_the_loop_while_the_app_runs_and_removed_after(
     assert not caplog.records
 
 
+def test_on_startup_handlers_already_run_with_the_factory(loop_factory: LoopFactory) -> None:
+    seen: list[Any] = []
+
+    async def starting(app: web.Application) -> None:
+        seen.append(asyncio.get_running_loop().get_task_factory())
+
+    app = web.Application()
+    app.on_startup.append(starting)  # even one added before setup()
+    context.setup(app, task_factory=context.copying_task_factory)
+    installed_factory_of(app, loop_factory)
+    assert seen == [context.copying_task_factory]
+
+
 def test_a_factory_already_on_the_loop_is_named_replaced_and_put_back(
     loop_factory: LoopFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
