@@ -21,6 +21,7 @@ from aiohttp import web
 from multidict import istr
 
 from . import keys
+from .factories import register_dispatcher
 from .ids import (
     Network,
     escaped,
@@ -52,6 +53,9 @@ UNHANDLED_ERROR: web.ResponseKey[Exception] = web.ResponseKey("aioreqctx.unhandl
 
 logger = logging.getLogger("aioreqctx")
 server_logger = logging.getLogger("aiohttp.server")
+
+# aiohttp's connection task starts each request's task: under a factory those must not share it.
+register_dispatcher(web.RequestHandler.start)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
