@@ -22,6 +22,7 @@ from aiohttp import web
 from multidict import istr
 
 from . import keys
+from .factories import register_dispatcher
 from .ids import (
     Network,
     escaped,
@@ -55,6 +56,9 @@ a client that went away: the reset or the cancellation."""
 
 logger = logging.getLogger("aioreqctx")
 server_logger = logging.getLogger("aiohttp.server")
+
+# aiohttp's connection task starts each request's task: under a factory those must not share it.
+register_dispatcher(web.RequestHandler.start)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
