@@ -58,6 +58,7 @@ from .middleware import (
     CLIENT_CLOSED_REQUEST,
     REQUEST_CONTEXT,
     UNHANDLED_ERROR,
+    UNTRUSTED_PEER,
     RequestIdMiddleware,
     request_id_middleware,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "START_MONOTONIC",
     "START_TIME",
     "UNHANDLED_ERROR",
+    "UNTRUSTED_PEER",
     "AccessLogger",
     "BufferedCollector",
     "ClientDisconnected",

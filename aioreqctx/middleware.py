@@ -50,6 +50,10 @@ access log and observers see for it (nothing reaches the client)."""
 UNHANDLED_ERROR: web.ResponseKey[Exception] = web.ResponseKey("aioreqctx.unhandled_error")
 """On the 500 the middleware built for an unhandled exception: that exception."""
 
+UNTRUSTED_PEER: web.RequestKey[bool] = web.RequestKey("aioreqctx.untrusted_peer")
+"""True on a request whose peer is outside ``trusted_networks`` (absent otherwise): its
+headers are not believed, neither its ID nor, for ``DeadlineObserver``, its deadline."""
+
 
 logger = logging.getLogger("aioreqctx")
 server_logger = logging.getLogger("aiohttp.server")
@@ -65,7 +69,8 @@ class RequestIdMiddleware:
     ``validator``: which incoming IDs to accept; ``generator``: makes new ones (both are
     re-checked and fall back safely: ``aioreqctx.id_callbacks``).
     ``on_invalid``: ``"regenerate"`` (default) or ``"reject"`` (answer 400).
-    ``trusted_networks``: if set, incoming IDs are used only from peers in these CIDRs.
+    ``trusted_networks``: if set, incoming IDs (and deadlines) are used only from peers in
+    these CIDRs; requests from other peers carry ``UNTRUSTED_PEER``.
     ``server_timing``: add a W3C ``Server-Timing`` header (total plus timed operations).
     ``observers``: told when each request starts and ends (``aioreqctx.observers``).
     """
@@ -223,17 +228,19 @@ class RequestIdMiddleware:
     def _request_id_for(self, request: web.Request) -> tuple[str, Rejected | None]:
         """The request's ID, and the escaped first invalid incoming value if there was one."""
         rejected: Rejected | None = None
-        if not self._networks or is_trusted(request.remote, self._networks):
-            headers = request.headers
-            for name in self.header_names:
-                raw = headers.get(name)
-                if raw is None:
-                    continue
-                candidate = trace_id_of(raw) if name.lower() == "traceparent" else raw
-                if candidate is not None and self._validate(candidate):
-                    return candidate, rejected
-                if rejected is None:
-                    rejected = (name, escaped(raw))
+        if self._networks and not is_trusted(request.remote, self._networks):
+            request[UNTRUSTED_PEER] = True
+            return self._generate(), rejected
+        headers = request.headers
+        for name in self.header_names:
+            raw = headers.get(name)
+            if raw is None:
+                continue
+            candidate = trace_id_of(raw) if name.lower() == "traceparent" else raw
+            if candidate is not None and self._validate(candidate):
+                return candidate, rejected
+            if rejected is None:
+                rejected = (name, escaped(raw))
         return self._generate(), rejected
 
     def _label(self, response: web.StreamResponse, mapping: Context) -> None:
