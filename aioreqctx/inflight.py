@@ -182,4 +182,3 @@ class InFlightRegistry:
             raise web.HTTPForbidden(text="403: the in-flight registry is not served to this peer")
         body = json.dumps(json_safe(self.to_dict()))
         return web.Response(text=body, content_type="application/json")
-

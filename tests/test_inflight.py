@@ -177,7 +177,7 @@ def test_the_json_page_is_served_to_loopback_peers_or_whom_allow_lets_in(
         return request.headers.get("X-Ops-Token") == "s3cret"
 
     async def main() -> list[int]:
-        statuses = []
+        statuses: list[int] = []
         for allow in (None, by_token):
             registry = (
                 context.InFlightRegistry()
