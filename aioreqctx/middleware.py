@@ -21,6 +21,7 @@ from aiohttp import web
 from multidict import istr
 
 from . import keys
+from .factories import register_dispatcher
 from .id_callbacks import checked_generator, checked_validator
 from .ids import (
     Network,
@@ -57,6 +58,9 @@ headers are not believed, neither its ID nor, for ``DeadlineObserver``, its dead
 
 logger = logging.getLogger("aioreqctx")
 server_logger = logging.getLogger("aiohttp.server")
+
+# aiohttp's connection task starts each request's task: under a factory those must not share it.
+register_dispatcher(web.RequestHandler.start)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
