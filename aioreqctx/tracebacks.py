@@ -5,7 +5,9 @@ and a plain ``logging.Formatter`` prints it raw, so a client can end the traceba
 line of its own. ``format_exception`` renders a traceback as ``traceback`` does, but with every
 line break and control character inside an exception's message escaped (``\\n``, ``\\u2028``).
 ``RequestContextFilter`` and ``install_log_record_factory`` put that text on each record that
-has a traceback (``record.exc_text``, which ``logging.Formatter`` prints as it is).
+has a traceback (``record.exc_text``, which ``logging.Formatter`` prints as it is). Inside an
+exception group's traceback messages stay as they are: ``traceback`` already starts every
+line there with a ``|`` margin, so none can pass for a log line.
 """
 
 from __future__ import annotations
