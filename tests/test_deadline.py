@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -194,11 +195,23 @@ async def call_backend_unguarded(request: web.Request) -> web.Response:
     return web.json_response({"left": context.remaining_time(), "sent": seen["deadline"]})
 
 
+async def call_stuck_unguarded(request: web.Request) -> web.Response:
+    """An ordinary handler whose backend call is cut off at the deadline (TimeoutError)."""
+    await seen_by_backend(request.app[SESSION], request.app[BACKEND] + "/stuck")
+    return web.Response(text="unreachable")
+
+
 def serve_with_deadline(
-    loop_factory: LoopFactory, deadline: str, trusted_networks: tuple[str, ...]
+    loop_factory: LoopFactory,
+    deadline: str,
+    trusted_networks: tuple[str, ...],
+    path: str = "/call",
 ) -> tuple[int, Any]:
     async def main() -> tuple[int, Any]:
-        async with serving(backend_app()) as backend_port:
+        backend = backend_app()
+        backend[RELEASE] = asyncio.Event()
+        backend.router.add_get("/stuck", stuck)
+        async with serving(backend) as backend_port:
             app = web.Application()
             context.setup(
                 app,
@@ -208,14 +221,18 @@ def serve_with_deadline(
             )
             app[BACKEND] = f"http://127.0.0.1:{backend_port}"
             app.router.add_get("/call", call_backend_unguarded)
+            app.router.add_get("/call-stuck", call_stuck_unguarded)
             async with ClientSession(middlewares=(context.ClientPropagation(),)) as session:
                 app[SESSION] = session
                 async with serving(app) as port, ClientSession() as client:
-                    url = f"http://127.0.0.1:{port}/call"
+                    url = f"http://127.0.0.1:{port}{path}"
                     headers = {"X-Request-Deadline": deadline, "X-Request-ID": "from-client"}
-                    async with client.get(url, headers=headers) as response:
-                        body = await response.text()
-                        return response.status, (response.headers["X-Request-ID"], body)
+                    try:
+                        async with client.get(url, headers=headers) as response:
+                            body = await response.text()
+                            return response.status, (response.headers["X-Request-ID"], body)
+                    finally:
+                        backend[RELEASE].set()  # before the servers shut down
 
     return run(loop_factory, main)
 
@@ -229,12 +246,20 @@ def test_an_untrusted_client_deadline_is_ignored_like_its_id(loop_factory: LoopF
     assert json.loads(body) == {"left": None, "sent": None}
 
 
-def test_a_trusted_passed_deadline_is_a_504_logged_as_no_server_error(
-    loop_factory: LoopFactory,
+@pytest.mark.parametrize(
+    ("path", "deadline"),
+    [
+        ("/call", lambda: "2000-01-01T00:00:00Z"),  # passed: the call is never sent
+        ("/call-stuck", lambda: format_deadline(0.3)),  # the call is cut off at the deadline
+    ],
+    ids=["passed", "cut-off"],
+)
+def test_a_trusted_deadline_504_is_logged_as_no_server_error(
+    loop_factory: LoopFactory, path: str, deadline: Callable[[], str]
 ) -> None:
     with capture("aioreqctx") as ours, capture("aiohttp") as aiohttp_logs:
         status, (request_id, _) = serve_with_deadline(
-            loop_factory, "2000-01-01T00:00:00Z", trusted_networks=("127.0.0.0/8",)
+            loop_factory, deadline(), trusted_networks=("127.0.0.0/8",), path=path
         )
     assert status == 504
     assert request_id == "from-client"
