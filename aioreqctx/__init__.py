@@ -29,7 +29,7 @@ from .factories import (
     copying_task_factory,
     task_factory_for,
 )
-from .ids import is_valid_request_id, new_request_id, trace_id_of
+from .ids import is_safe_request_id, is_valid_request_id, new_request_id, trace_id_of
 from .inflight import InFlightEntry, InFlightRegistry
 from .jobs import request_context
 from .jsonsafe import json_safe
@@ -58,6 +58,7 @@ from .middleware import (
     CLIENT_CLOSED_REQUEST,
     REQUEST_CONTEXT,
     UNHANDLED_ERROR,
+    UNTRUSTED_PEER,
     RequestIdMiddleware,
     request_id_middleware,
 )
@@ -86,6 +87,7 @@ __all__ = [
     "START_MONOTONIC",
     "START_TIME",
     "UNHANDLED_ERROR",
+    "UNTRUSTED_PEER",
     "AccessLogger",
     "BufferedCollector",
     "ClientDisconnected",
@@ -127,6 +129,7 @@ __all__ = [
     "elapsed_ms",
     "get",
     "install_log_record_factory",
+    "is_safe_request_id",
     "is_valid_request_id",
     "json_safe",
     "level_for_status",

@@ -14,11 +14,12 @@ from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 from . import keys
+from .ids import NO_REQUEST_ID
 from .logging_context import pushed_layer
 from .otel import otel_log_fields
 from .store import current_mapping
 
-DEFAULT_REQUEST_ID = "-"
+DEFAULT_REQUEST_ID = NO_REQUEST_ID
 TRACE_FIELDS = ("trace_id", "span_id")
 
 
