@@ -3,9 +3,9 @@
 A line gets, in this order of precedence (a name already present is never overwritten, so a
 field the log call passed explicitly always wins): ``request_id``, the configured context keys,
 the pushed logging context (``aioreqctx.log_context``), then the request's metadata
-(``keys.METADATA``), then, if asked for and a span is active, the OpenTelemetry ``trace_id``
-and ``span_id``. Reading them costs two ContextVar lookups, however many ContextVars the
-context holds.
+(``keys.METADATA``), then, if asked for, the active OpenTelemetry span's ``trace_id`` and
+``span_id`` (the default outside a span, so a format string naming them always formats).
+Reading them costs two ContextVar lookups, however many ContextVars the context holds.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 from . import keys
+from .ids import NO_REQUEST_ID
 from .logging_context import pushed_layer
-from .otel import OTEL_AVAILABLE, otel_log_fields
+from .otel import otel_log_fields
 from .store import current_mapping
 
-DEFAULT_REQUEST_ID = "-"
+DEFAULT_REQUEST_ID = NO_REQUEST_ID
+TRACE_FIELDS = ("trace_id", "span_id")
 
 
 FieldAdder = Callable[[Any, str, MutableMapping[str, Any]], MutableMapping[str, Any]]
@@ -40,14 +42,15 @@ def field_adder(
     gets on log lines, e.g. ``{"user.id": "user_id"}``. ``default`` stands in for the request ID
     and for every configured key the context lacks, so a format string such as
     ``%(request_id)s %(user_id)s`` always has its fields. ``trace_ids=True`` adds the active
-    OpenTelemetry span's ``trace_id`` and ``span_id`` (off by default: OpenTelemetry's span
-    lookup costs about twice everything else here).
+    OpenTelemetry span's ``trace_id`` and ``span_id``, ``default`` outside a span (off by
+    default: OpenTelemetry's span lookup costs about twice everything else here). Spans are
+    recorded only with the OpenTelemetry SDK configured; the API alone has none.
     """
     pairs = _checked(context_keys)
     current = current_mapping.get
     pushed = pushed_layer.get
     request_id_key, metadata_key = keys.REQUEST_ID, keys.METADATA
-    trace_fields = otel_log_fields if trace_ids and OTEL_AVAILABLE else None
+    trace_fields = otel_log_fields if trace_ids else None
 
     def add_fields(
         logger: Any, method_name: str, target: MutableMapping[str, Any]
@@ -72,9 +75,10 @@ def field_adder(
         if metadata and isinstance(metadata, dict):
             for name, value in metadata.items():
                 target.setdefault(name, value)
-        if trace_fields is not None:
-            for name, value in trace_fields().items():
-                target.setdefault(name, value)
+        if trace_fields is not None:  # outside a span (or without the SDK): the default
+            span_fields = trace_fields()
+            for name in TRACE_FIELDS:
+                target.setdefault(name, span_fields.get(name, default))
         return target
 
     return add_fields

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import subprocess
 import sys
 from typing import Any
@@ -85,6 +87,9 @@ def test_without_opentelemetry_installed_both_are_no_ops() -> None:
         "assert not otel.OTEL_AVAILABLE\n"
         "assert aioreqctx.otel_log_fields() == {}\n"
         "aioreqctx.SpanRequestIdObserver().request_started(None, {})\n"
+        "import logging; record = logging.makeLogRecord({})\n"
+        "aioreqctx.RequestContextFilter(trace_ids=True).filter(record)\n"
+        "assert (record.trace_id, record.span_id) == ('-', '-')\n"
         "print('ok')\n"
     )
     result = subprocess.run(
@@ -104,7 +109,7 @@ def test_log_lines_carry_the_active_span_next_to_the_request_id() -> None:
             explicit = add_fields(None, "info", {"event": "x", "trace_id": "given"})
             default = without(None, "info", {"event": "default"})
     assert default == {"event": "default", "request_id": "traced-1"}  # off unless asked for
-    assert "trace_id" not in outside
+    assert outside == {"event": "before", "request_id": "traced-1", "trace_id": "-", "span_id": "-"}
     assert inside == {
         "event": "inside",
         "request_id": "traced-1",
@@ -113,3 +118,31 @@ def test_log_lines_carry_the_active_span_next_to_the_request_id() -> None:
     }
     assert isinstance(explicit, dict)
     assert explicit["trace_id"] == "given"
+
+
+def test_trace_ids_always_format_in_stdlib_records_inside_and_outside_a_span() -> None:
+    tracer = TracerProvider().get_tracer("tests")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(request_id)s %(trace_id)s %(span_id)s %(message)s"))
+    handler.addFilter(context.RequestContextFilter(trace_ids=True, default="none"))
+    log = logging.getLogger("tests.otel.filter")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("outside")
+        with tracer.start_as_current_span("work") as span:
+            log.warning("inside")
+    finally:
+        log.removeHandler(handler)
+    uninstall = context.install_log_record_factory(trace_ids=True)
+    try:
+        stamped = logging.getLogRecordFactory()("x", logging.INFO, "f", 1, "m", (), None)
+    finally:
+        uninstall()
+    ids = span.get_span_context()
+    assert stream.getvalue().splitlines() == [
+        "none none none outside",
+        f"none {ids.trace_id:032x} {ids.span_id:016x} inside",
+    ]
+    assert (stamped.trace_id, stamped.span_id) == ("-", "-")  # type: ignore[attr-defined]
