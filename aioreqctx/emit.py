@@ -55,10 +55,17 @@ def _stdlib_sink(logger: logging.Logger) -> EventSink:
         if exc_info is not None:
             fields = {key: value for key, value in fields.items() if key != "exc_info"}
         line = " ".join([event, *(f"{key}={logfmt_value(value)}" for key, value in fields.items())])
-        extra = {key: value for key, value in fields.items() if key not in _RECORD_ATTRIBUTES}
-        extra["event"] = event
-        extra["event_fields"] = dict(fields)
-        logger.log(level, "%s", line, exc_info=exc_info, extra=extra)
+        if isinstance(exc_info, BaseException):
+            exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+        record = logger.makeRecord(logger.name, level, __file__, 0, "%s", (line,), exc_info)
+        # Set after the record is made, not as ``extra``: a record factory that already added
+        # the same field (install_log_record_factory's request_id) would make logging raise.
+        record.__dict__.update(
+            {key: value for key, value in fields.items() if key not in _RECORD_ATTRIBUTES},
+            event=event,
+            event_fields=dict(fields),
+        )
+        logger.handle(record)
 
     return sink
 

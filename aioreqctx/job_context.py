@@ -258,7 +258,7 @@ class JobScope(SyncOrAsync[Context]):
         mapping = self._scope.__enter__()
         if problems:  # logged inside the job's context: the line has the job's (new) ID
             logger.warning(
-                "aioreqctx: job %s (id %s): invalid carried %s ignored",
+                "job %s (id %s): invalid carried %s ignored",
                 mapping[keys.JOB_NAME],
                 mapping[keys.JOB_ID],
                 "; ".join(f'{what} "{shown}"' for what, shown in problems),

@@ -135,7 +135,7 @@ def test_invalid_carried_ids_give_a_new_id_and_one_escaped_warning(carried: obje
     assert context.is_valid_request_id(new_id)
     assert len(new_id) == 36
     (line,) = handler.lines
-    assert line.startswith(f"WARNING {new_id} aioreqctx: job n (id j): invalid carried ")
+    assert line.startswith(f"WARNING {new_id} job n (id j): invalid carried ")
     assert "\r" not in line
     assert "\n" not in line
     assert len(line) < 400

@@ -121,7 +121,7 @@ def _warn_unconfigured() -> None:
     if not _warned_unconfigured:
         _warned_unconfigured = True
         logger.warning(
-            "aioreqctx: an arq job ran without ArqPropagation.deserialize as the worker's "
+            "an arq job ran without ArqPropagation.deserialize as the worker's "
             "job_deserializer, so it cannot see what its enqueuer carried; every such job gets "
             "a new ID (said once)"
         )
