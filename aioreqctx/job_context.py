@@ -227,6 +227,7 @@ class JobScope(SyncOrAsync[Context]):
         "_carrier",
         "_job_id",
         "_job_name",
+        "_mapping",
         "_propagation",
         "_retrying",
         "_scope",
@@ -249,13 +250,14 @@ class JobScope(SyncOrAsync[Context]):
         self._attempt = attempt
         self._retrying = retrying
         self._scope: scope | None = None
+        self._mapping: Context = {}
 
     def __enter__(self) -> Context:
         if self._scope is not None:
             raise RuntimeError("this job scope is already open; create a new one per job")
         seed, problems = self._seed()
         self._scope = scope(seed)
-        mapping = self._scope.__enter__()
+        self._mapping = mapping = self._scope.__enter__()
         if problems:  # logged inside the job's context: the line has the job's (new) ID
             logger.warning(
                 "job %s (id %s): invalid carried %s ignored",
@@ -278,7 +280,7 @@ class JobScope(SyncOrAsync[Context]):
     ) -> None:
         assert self._scope is not None, "__exit__ without __enter__"
         open_scope, self._scope = self._scope, None
-        mapping = current_mapping.get()
+        mapping = self._mapping
         propagation = self._propagation
         try:
             if propagation.events is not None:
