@@ -23,7 +23,7 @@ from typing import Any, Literal
 from . import keys
 from .deadline import format_deadline, parse_deadline
 from .dual import SyncOrAsync
-from .emit import event_sink
+from .emit import enabled_check, event_sink
 from .ids import accepts, escaped, generated_id, is_valid_request_id, new_request_id
 from .inflight import InFlightRegistry
 from .jsonsafe import safe_text
@@ -79,7 +79,14 @@ class JobEvents:
     (ERROR, with the traceback), a retry or a cancellation ``retry_level`` (WARNING, without).
     """
 
-    __slots__ = ("_sink", "error_level", "finished_level", "retry_level", "started_level")
+    __slots__ = (
+        "_enabled",
+        "_sink",
+        "error_level",
+        "finished_level",
+        "retry_level",
+        "started_level",
+    )
 
     def __init__(
         self,
@@ -98,20 +105,26 @@ class JobEvents:
         ):
             if not isinstance(level, int) or isinstance(level, bool):
                 raise TypeError(f"{option} must be a logging level number, not {level!r}")
+        if isinstance(logger, str):
+            logger = logging.getLogger(logger)
         self._sink = event_sink(logger)
+        self._enabled = enabled_check(logger)
         self.started_level = started_level
         self.finished_level = finished_level
         self.error_level = error_level
         self.retry_level = retry_level
 
     def started(self, mapping: Context) -> None:
-        self._sink(self.started_level, "job_started", _job_fields(mapping))
+        if self._enabled(self.started_level):
+            self._sink(self.started_level, "job_started", _job_fields(mapping))
 
     def ended(self, mapping: Context, outcome: Outcome, error: Mapping[str, Any]) -> None:
         level = {
             "success": self.finished_level,
             "error": self.error_level,
         }.get(outcome, self.retry_level)
+        if not self._enabled(level):
+            return
         event = "job_finished" if outcome == "success" else "job_failed"
         start = mapping[keys.START_MONOTONIC]
         fields = _job_fields(mapping)
