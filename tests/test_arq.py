@@ -24,6 +24,7 @@ from aioreqctx import keys
 from aioreqctx.integrations.arq import CARRIER_FIELD, ArqPropagation
 from aioreqctx.job_context import CARRIED_PARENT_JOB_ID, CARRIED_REQUEST_ID
 
+from .conftest import LoopFactory, run
 from .http_helpers import serving
 from .log_capture import ListHandler, attached, capture
 from .redis_server import RedisServer
@@ -158,7 +159,7 @@ async def get_id(session: ClientSession, url: str) -> str:
 
 
 def test_jobs_enqueued_by_a_handler_its_tasks_threads_and_jobs_carry_its_id(
-    redis_server: RedisServer, job_lines: ListHandler
+    redis_server: RedisServer, job_lines: ListHandler, loop_factory: LoopFactory
 ) -> None:
     jobs = ArqPropagation(context.JobPropagation(events=context.JobEvents()))
     seen.clear()
@@ -171,7 +172,7 @@ def test_jobs_enqueued_by_a_handler_its_tasks_threads_and_jobs_carry_its_id(
         return request_id
 
     with capture("aioreqctx.jobs") as events:
-        request_id = asyncio.run(main())
+        request_id = run(loop_factory, main)
     assert set(seen) == {"handler", "child-task", "thread", "job", "job/child"}
     assert {label: values["request_id"] for label, values in seen.items()} == dict.fromkeys(
         seen, request_id
