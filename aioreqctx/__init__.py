@@ -33,11 +33,16 @@ from .factories import (
 )
 from .ids import is_safe_request_id, is_valid_request_id, new_request_id, trace_id_of
 from .inflight import InFlightEntry, InFlightRegistry
+from .job_context import JobEvents, JobPropagation, JobScope
 from .jobs import request_context
 from .jsonsafe import json_safe
 from .keys import (
     DEADLINE,
+    JOB_ATTEMPT,
+    JOB_ID,
+    JOB_NAME,
     OPERATIONS,
+    PARENT_JOB_ID,
     REJECTED_REQUEST_ID,
     REQUEST_ID,
     START_MONOTONIC,
@@ -65,7 +70,6 @@ from .middleware import (
     request_id_middleware,
 )
 from .observers import RequestObserver
-from .otel import SpanRequestIdObserver, otel_log_fields
 from .request_events import RequestEvents, level_for_status
 from .request_view import RequestContext
 from .serving_loop import loop_factory
@@ -80,8 +84,12 @@ __all__ = [
     "DEADLINE",
     "DEADLINE_HEADER",
     "EAGER_TASKS_SUPPORTED",
+    "JOB_ATTEMPT",
+    "JOB_ID",
+    "JOB_NAME",
     "NO_LOOP_EXCEPTION_MSG",
     "OPERATIONS",
+    "PARENT_JOB_ID",
     "PY37",
     "REJECTED_REQUEST_ID",
     "REQUEST_CONTEXT",
@@ -101,6 +109,9 @@ __all__ = [
     "DeadlineObserver",
     "InFlightEntry",
     "InFlightRegistry",
+    "JobEvents",
+    "JobPropagation",
+    "JobScope",
     "LayeredContext",
     "LifecycleCollector",
     "LifecycleEvent",
@@ -115,7 +126,6 @@ __all__ = [
     "RequestObserver",
     "RequestStarted",
     "ResponseCompleted",
-    "SpanRequestIdObserver",
     "TaskFactory",
     "__version__",
     "access_logger_for",
@@ -141,7 +151,6 @@ __all__ = [
     "loop_factory",
     "new_request_id",
     "next_connection_id",
-    "otel_log_fields",
     "remaining_time",
     "request_context",
     "request_context_processor",

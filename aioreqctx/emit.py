@@ -91,3 +91,11 @@ def _structlog_sink(logger: Any) -> EventSink:
             logger.log(level, event, **fields)
 
     return sink
+
+
+def enabled_check(logger: Any) -> Callable[[int], bool]:
+    """Whether a level would be written, so a filtered event costs no field building."""
+    if isinstance(logger, logging.Logger):
+        return logger.isEnabledFor
+    check: Callable[[int], bool] | None = getattr(logger, "is_enabled_for", None)
+    return check if callable(check) else lambda level: True
