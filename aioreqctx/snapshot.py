@@ -48,7 +48,7 @@ def _warn_shared(key: str, value: Any, error: Exception) -> None:
     if type(value) not in _warned_uncopyable:
         _warned_uncopyable.add(type(value))
         logger.warning(
-            "aioreqctx: context value %r of type %s cannot be deep-copied (%s); child tasks "
+            "context value %r of type %s cannot be deep-copied (%s); child tasks "
             "share this object. Store a copyable value to isolate children.",
             key,
             type(value).__qualname__,
