@@ -115,22 +115,14 @@ class LayeredContext(ChainMap[str, Any]):
             self._lineage = lineage_of(root)
         self._cache = _UNBUILT
 
-    @classmethod
-    def over(cls, root: MutableMapping[str, Any]) -> LayeredContext:
+    @staticmethod
+    def over(root: MutableMapping[str, Any]) -> LayeredContext:
         """An empty layer over a plain mapping, in that mapping's lineage (the spawn path)."""
-        return cls._layer([{}, root], lineage_of(root))
+        return _layer([{}, root], lineage_of(root))
 
     def new_layer(self) -> LayeredContext:
         """An empty child layer over this one; cheaper than ``new_child()`` on the spawn path."""
-        return self._layer([{}, *self.maps], self._lineage)
-
-    @classmethod
-    def _layer(cls, maps: list[MutableMapping[str, Any]], lineage: Lineage) -> LayeredContext:
-        layer = cls.__new__(cls)
-        layer.maps = maps
-        layer._lineage = lineage
-        layer._cache = _UNBUILT
-        return layer
+        return _layer([{}, *self.maps], self._lineage)
 
     def _flat(self) -> dict[str, Any]:
         built_at, flat = self._cache
@@ -186,3 +178,11 @@ class LayeredContext(ChainMap[str, Any]):
         self.maps[0].update(other)
         self._lineage.tick = next(_ticks)
         return self
+
+
+def _layer(maps: list[MutableMapping[str, Any]], lineage: Lineage) -> LayeredContext:
+    layer = LayeredContext.__new__(LayeredContext)
+    layer.maps = maps
+    layer._lineage = lineage
+    layer._cache = _UNBUILT
+    return layer
