@@ -4,7 +4,7 @@ VENV ?= .venv
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
 SOURCES := aioreqctx tests examples bench
 
-.PHONY: demo serve test lint typecheck pytest test-all bench bench-http clean
+.PHONY: demo serve test lint typecheck pytest test-all docs docs-serve bench bench-http redis-server clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -12,7 +12,9 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The demo's job scenario needs redis-server; without it the demo says so and runs the rest.
 demo: $(VENV)/.installed
+	-$(MAKE) --no-print-directory redis-server
 	$(VENV)/bin/python examples/demo.py
 
 # The demo's gateway on http://127.0.0.1:8080 (its backend on 8081) for trying with curl.
@@ -28,7 +30,7 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy --strict $(SOURCES)
 
-pytest: $(VENV)/.installed
+pytest: $(VENV)/.installed redis-server
 	$(VENV)/bin/pytest
 
 # pytest on every CPython 3.11+ that pyenv has, each in its own .venv-<version>.
@@ -40,17 +42,29 @@ test-all:
 	  $(MAKE) --no-print-directory pytest PYTHON=$$py VENV=.venv-$$version || exit 1; \
 	done; [ $$found = 1 ] || { echo "no Python 3.11+ under $(PYENV_ROOT)/versions"; exit 1; }
 
+# The docs site (MkDocs, Material, mkdocstrings): any warning, broken link or reference fails.
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-serve: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --strict --dev-addr 127.0.0.1:8000
+
 # One benchmark after the other, never in parallel (even under make -j): they share the cores.
 bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/tasks.py
 	$(MAKE) --no-print-directory bench-http
 
-# bench/http_middleware.py needs wrk (Debian package): installed on first use, sudo unless root.
+# bench/http_middleware.py needs wrk, the job tests redis-server (Debian packages): installed on
+# first use, sudo unless root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+redis-server:
+	command -v redis-server >/dev/null || $(SUDO) apt-get install -y redis-server || \
+	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y redis-server; }
+
 bench-http: $(VENV)/.installed
 	command -v wrk >/dev/null || $(SUDO) apt-get install -y wrk || \
 	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
 	$(VENV)/bin/python bench/http_middleware.py --together
 
 clean:
-	rm -rf .venv .venv-* .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
+	rm -rf .venv .venv-* .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info site dist build

@@ -4,6 +4,8 @@
 Python 3.11 to 3.14, under uvloop and with eager tasks.
 """
 
+__version__ = "0.1.0"
+
 from .access_log import AccessLogger, access_logger_for
 from .app_setup import setup
 from .client import ClientPropagation, DeadlineExceeded
@@ -29,13 +31,18 @@ from .factories import (
     copying_task_factory,
     task_factory_for,
 )
-from .ids import is_valid_request_id, new_request_id, trace_id_of
+from .ids import is_safe_request_id, is_valid_request_id, new_request_id, trace_id_of
 from .inflight import InFlightEntry, InFlightRegistry
+from .job_context import JobEvents, JobPropagation, JobScope
 from .jobs import request_context
 from .jsonsafe import json_safe
 from .keys import (
     DEADLINE,
+    JOB_ATTEMPT,
+    JOB_ID,
+    JOB_NAME,
     OPERATIONS,
+    PARENT_JOB_ID,
     REJECTED_REQUEST_ID,
     REQUEST_ID,
     START_MONOTONIC,
@@ -58,16 +65,17 @@ from .middleware import (
     CLIENT_CLOSED_REQUEST,
     REQUEST_CONTEXT,
     UNHANDLED_ERROR,
+    UNTRUSTED_PEER,
     RequestIdMiddleware,
     request_id_middleware,
 )
 from .observers import RequestObserver
-from .otel import SpanRequestIdObserver, otel_log_fields
 from .request_events import RequestEvents, level_for_status
 from .request_view import RequestContext
+from .serving_loop import loop_factory
 from .stdlib_logging import RequestContextFilter, install_log_record_factory
 from .store import NO_LOOP_EXCEPTION_MSG, Context, clear, get, scope, set  # noqa: A004
-from .structlog_processor import add_request_context, request_context_processor
+from .structlog_processor import add_event_fields, add_request_context, request_context_processor
 from .threads import bind_context, run_in_executor
 from .timing import OperationTimings, elapsed_ms, timed_operation
 
@@ -76,8 +84,12 @@ __all__ = [
     "DEADLINE",
     "DEADLINE_HEADER",
     "EAGER_TASKS_SUPPORTED",
+    "JOB_ATTEMPT",
+    "JOB_ID",
+    "JOB_NAME",
     "NO_LOOP_EXCEPTION_MSG",
     "OPERATIONS",
+    "PARENT_JOB_ID",
     "PY37",
     "REJECTED_REQUEST_ID",
     "REQUEST_CONTEXT",
@@ -85,6 +97,7 @@ __all__ = [
     "START_MONOTONIC",
     "START_TIME",
     "UNHANDLED_ERROR",
+    "UNTRUSTED_PEER",
     "AccessLogger",
     "BufferedCollector",
     "ClientDisconnected",
@@ -96,6 +109,9 @@ __all__ = [
     "DeadlineObserver",
     "InFlightEntry",
     "InFlightRegistry",
+    "JobEvents",
+    "JobPropagation",
+    "JobScope",
     "LayeredContext",
     "LifecycleCollector",
     "LifecycleEvent",
@@ -110,9 +126,10 @@ __all__ = [
     "RequestObserver",
     "RequestStarted",
     "ResponseCompleted",
-    "SpanRequestIdObserver",
     "TaskFactory",
+    "__version__",
     "access_logger_for",
+    "add_event_fields",
     "add_request_context",
     "asyncio_current_task",
     "bind_context",
@@ -125,14 +142,15 @@ __all__ = [
     "elapsed_ms",
     "get",
     "install_log_record_factory",
+    "is_safe_request_id",
     "is_valid_request_id",
     "json_safe",
     "level_for_status",
     "log_context",
     "logger",
+    "loop_factory",
     "new_request_id",
     "next_connection_id",
-    "otel_log_fields",
     "remaining_time",
     "request_context",
     "request_context_processor",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -55,12 +56,31 @@ def _stdlib_sink(logger: logging.Logger) -> EventSink:
         if exc_info is not None:
             fields = {key: value for key, value in fields.items() if key != "exc_info"}
         line = " ".join([event, *(f"{key}={logfmt_value(value)}" for key, value in fields.items())])
-        extra = {key: value for key, value in fields.items() if key not in _RECORD_ATTRIBUTES}
-        extra["event"] = event
-        extra["event_fields"] = dict(fields)
-        logger.log(level, "%s", line, exc_info=exc_info, extra=extra)
+        path, line_number, function, _ = logger.findCaller()
+        record = logger.makeRecord(
+            logger.name, level, path, line_number, "%s", (line,), _exc_tuple(exc_info), function
+        )
+        # Set after the record exists, not through ``extra=``: a record factory (such as
+        # install_log_record_factory's) may already have put request_id there, and ``extra``
+        # refuses to overwrite anything. The event's own value is the true one, so it wins.
+        attributes = record.__dict__
+        for key, value in fields.items():
+            if key not in _RECORD_ATTRIBUTES:
+                attributes[key] = value
+        attributes["event"] = event
+        attributes["event_fields"] = dict(fields)
+        logger.handle(record)
 
     return sink
+
+
+def _exc_tuple(exc_info: Any) -> Any:
+    """``exc_info`` as ``Logger.log`` would pass it to a record: a tuple, or None."""
+    if not exc_info:
+        return None
+    if isinstance(exc_info, BaseException):
+        return (type(exc_info), exc_info, exc_info.__traceback__)
+    return exc_info if isinstance(exc_info, tuple) else sys.exc_info()
 
 
 def _structlog_sink(logger: Any) -> EventSink:
@@ -71,3 +91,11 @@ def _structlog_sink(logger: Any) -> EventSink:
             logger.log(level, event, **fields)
 
     return sink
+
+
+def enabled_check(logger: Any) -> Callable[[int], bool]:
+    """Whether a level would be written, so a filtered event costs no field building."""
+    if isinstance(logger, logging.Logger):
+        return logger.isEnabledFor
+    check: Callable[[int], bool] | None = getattr(logger, "is_enabled_for", None)
+    return check if callable(check) else lambda level: True
