@@ -70,14 +70,16 @@ def set(key: str, value: Any) -> None:  # noqa: A001 - the aiotask-context name
     eager factory) reads the mapping it inherited; its first write gives it its own copy, so the
     write never reaches the parent or other requests.
     """
-    _writable_mapping(key)[key] = value
-    note_write()
+    mapping = _writable_mapping(key)
+    mapping[key] = value
+    note_write(mapping)
 
 
 def clear() -> None:
     """Remove every key from the current context (only the child's own layer for a ChainMap)."""
-    _writable_mapping("(clear)").clear()
-    note_write()
+    mapping = _writable_mapping("(clear)")
+    mapping.clear()
+    note_write(mapping)
 
 
 class _Handoff(threading.local):
