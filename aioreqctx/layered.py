@@ -4,9 +4,9 @@
 child's writes shadow the parent's values and the parent's later writes stay visible to the
 child. A plain ``ChainMap`` walks every layer on each lookup (about 0.5 us at depth 10), so each
 layer here caches its flattened view and rebuilds it only after a write in its *lineage*: its
-root mapping (usually a request's plain dict) and every layer built over it. A write in one
-request never makes another request's layers rebuild, so a read costs the same at any depth
-whatever the rest of the process does.
+root mapping (usually a request's plain dict) and every layer built over it. A write in another
+lineage (another request's) never makes these layers rebuild, so a read costs the same at any
+depth whatever the rest of the process does.
 
 A layer's writes advance its lineage's clock directly. A root is a plain dict that knows nothing
 of its layers, so the lineage is registered under the root's ``id()`` when the first layer is
