@@ -38,16 +38,19 @@ else:  # 3.11's current_task() is Python around this dict; reading it directly i
     current_task_of = getattr(asyncio.tasks, "_current_tasks").get  # noqa: B009
 
 
+_get_running_loop = asyncio._get_running_loop
+
+
 def running_task() -> asyncio.Task[Any] | None:
     """The task running in this thread, or None (no loop, or a plain callback)."""
-    loop = asyncio._get_running_loop()
+    loop = _get_running_loop()
     return None if loop is None else current_task_of(loop)
 
 
 def get(key: str, default: Any = None) -> Any:
     """The value of ``key`` in the current context, or ``default``; never raises."""
-    value = current_mapping.get(_NOTHING).get(key, _UNSET)
-    if value is _UNSET:
+    value = current_mapping.get(_NOTHING).get(key, default)
+    if value is default:  # a miss (or a stored default): the only case that costs more
         return _get_assigned(key, default)
     return value
 
@@ -70,7 +73,14 @@ def set(key: str, value: Any) -> None:  # noqa: A001 - the aiotask-context name
     eager factory) reads the mapping it inherited; its first write gives it its own copy, so the
     write never reaches the parent or other requests.
     """
-    mapping = _writable_mapping(key)
+    # The common case inline (the running task owns the mapping it sees): set runs in hot code.
+    mapping = current_mapping.get(None)
+    try:
+        owned = current_task_of(_get_running_loop()).context is mapping  # type: ignore[arg-type, union-attr]
+    except (AttributeError, RuntimeError):  # no loop, no task, or a mapping only inherited
+        owned = False
+    if mapping is None or not owned:
+        mapping = _writable_mapping(key)
     mapping[key] = value
     note_write(mapping)
 
