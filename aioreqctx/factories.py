@@ -53,6 +53,8 @@ class TaskFactory(Protocol):
 _NOTHING_GIVEN = ({"context": None}, {"context": None, "eager_start": None})
 
 _dispatchers: set[CodeType] = set()
+_Task = asyncio.Task
+_share = inheritance.share
 
 
 class _Inherit:
@@ -117,17 +119,18 @@ def spawn(
     if not owned:
         resolved = _parent_mapping(parent_task, coro)
         if resolved is INHERIT:
-            return asyncio.Task(coro, loop=loop)
+            return _Task(coro, loop=loop)
         parent = resolved  # type: ignore[assignment]
+    if inherit is _share and parent is not None:  # the child inherits it with the Context
+        task = _Task(coro, loop=loop)
+        task.context = parent  # type: ignore[attr-defined]
+        return task
     mapping = inherit(parent)
-    if mapping is parent:  # sharing: the child inherits the mapping with the Context
-        task = asyncio.Task(coro, loop=loop)
-    else:
-        token = current_mapping.set(mapping)
-        try:
-            task = asyncio.Task(coro, loop=loop)
-        finally:
-            current_mapping.reset(token)
+    token = current_mapping.set(mapping)
+    try:
+        task = _Task(coro, loop=loop)
+    finally:
+        current_mapping.reset(token)
     task.context = mapping  # type: ignore[attr-defined]
     return task
 
