@@ -21,8 +21,7 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientSession, web
-from celery import chain, group
-from celery.result import AsyncResult
+from celery import chain, group, states
 from celery.signals import after_task_publish
 
 import aioreqctx
@@ -46,14 +45,16 @@ STDLIB_LINE = re.compile(
 
 @dataclass
 class Worker:
-    """A running ``celery worker`` and its captured output (stdout and stderr, one file)."""
+    """A running ``celery worker``: its stderr (Celery's log lines) and its stdout (structlog's
+    JSON lines) captured in two files, so that lines of the two streams never interleave."""
 
     pool: str
-    output: Path
+    stderr: Path
+    stdout: Path
     process: subprocess.Popen[bytes]
 
     def lines(self) -> list[str]:
-        return self.output.read_text(errors="replace").splitlines()
+        return self.stderr.read_text(errors="replace").splitlines()
 
     def stdlib(self, message: str, *, prefix: bool = False) -> list[re.Match[str]]:
         """The stdlib lines (Celery's handler and format) whose message is ``message`` (or,
@@ -69,11 +70,10 @@ class Worker:
     def events(self, **fields: Any) -> list[dict[str, Any]]:
         """The structlog JSON lines having every one of ``fields``."""
         found = []
-        for line in self.lines():
-            if line.startswith("{"):
-                event = json.loads(line)
-                if all(event.get(name) == value for name, value in fields.items()):
-                    found.append(event)
+        for line in self.stdout.read_text(errors="replace").splitlines():
+            event = json.loads(line) if line.startswith("{") else {}  # or Celery's banner
+            if event and all(event.get(name) == value for name, value in fields.items()):
+                found.append(event)
         return found
 
     def wait_for(self, what: str, found: Callable[[], list[Any]]) -> list[Any]:
@@ -88,7 +88,6 @@ class Worker:
 
 
 def start_worker(pool: str, redis: RedisServer, directory: Path) -> Worker:
-    output = directory / f"worker-{pool}.log"
     command = [
         *(sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker"),
         *("--pool", pool, "--loglevel", "INFO", "--hostname", f"{pool}@aioreqctx-tests"),
@@ -96,11 +95,10 @@ def start_worker(pool: str, redis: RedisServer, directory: Path) -> Worker:
         *(() if pool == "solo" else ("--concurrency", "4")),
     ]
     environment = {**os.environ, celery_app.BROKER_ENVIRONMENT: redis.url}
-    with output.open("wb") as sink:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=environment, stdout=sink, stderr=subprocess.STDOUT
-        )
-    worker = Worker(pool, output, process)
+    stderr, stdout = directory / f"{pool}.stderr", directory / f"{pool}.stdout"
+    with stderr.open("wb") as errors, stdout.open("wb") as output:
+        process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=output, stderr=errors)
+    worker = Worker(pool, stderr, stdout, process)
     worker.wait_for("'ready.' line", lambda: [line for line in worker.lines() if " ready." in line])
     return worker
 
@@ -138,7 +136,19 @@ def worker(
 
 
 def result_of(task_id: str) -> Any:
-    return AsyncResult(task_id, app=celery_app.app).get(timeout=RESULT_TIMEOUT)
+    """The task's return value (or its exception, raised), polled from the result store.
+
+    Not ``AsyncResult.get()``: its pub/sub consumer can deadlock when the garbage collector
+    finalizes another ``AsyncResult`` while it subscribes (seen with 200 results here).
+    """
+    backend = celery_app.app.backend
+    deadline = time.monotonic() + RESULT_TIMEOUT
+    while (meta := backend.get_task_meta(task_id))["status"] not in states.READY_STATES:
+        assert time.monotonic() < deadline, f"task {task_id} not done in {RESULT_TIMEOUT}s"
+        time.sleep(0.01)
+    if meta["status"] != states.SUCCESS:
+        raise backend.exception_to_python(meta["result"])
+    return meta["result"]
 
 
 def check_job_lines(worker: Worker, marker: str, seen: dict[str, Any]) -> None:
@@ -257,11 +267,10 @@ def test_each_task_of_a_chain_and_a_group_carries_the_id(worker: Worker) -> None
     with aioreqctx.scope({keys.REQUEST_ID: request_id}):
         chained = chain(record.si(markers[0]), record.si(markers[1])).apply_async()
         grouped = group(record.si(markers[2]), record.si(markers[3])).apply_async()
-    second = chained.get(timeout=RESULT_TIMEOUT)
-    first = chained.parent.get(timeout=RESULT_TIMEOUT)
+    second, first = result_of(chained.id), result_of(chained.parent.id)
     assert first["parent_job_id"] is None  # published by this process
     assert second["parent_job_id"] == first["job_id"]  # published by the worker, after the first
-    members = grouped.get(timeout=RESULT_TIMEOUT)
+    members = [result_of(member.id) for member in grouped.results]
     assert [seen["parent_job_id"] for seen in members] == [None, None]
     for marker, seen in zip(markers, [first, second, *members], strict=True):
         assert seen["request_id"] == request_id
