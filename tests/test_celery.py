@@ -302,9 +302,9 @@ def test_200_concurrent_requests_each_publishing_have_no_cross_talk(worker: Work
 
 
 def test_a_retried_task_keeps_its_id_with_attempt_2(worker: Worker) -> None:
-    request_id, marker = f"retry-{worker.pool}", f"{worker.pool}-retried"
+    request_id = f"retry-{worker.pool}"
     with aioreqctx.scope({keys.REQUEST_ID: request_id}):
-        task_id = flaky.delay(marker).id
+        task_id = flaky.delay(f"{worker.pool}-retried").id
     seen = result_of(task_id)
     assert (seen["request_id"], seen["job_id"], seen["attempt"], seen["parent_job_id"]) == (
         request_id,
@@ -312,11 +312,7 @@ def test_a_retried_task_keeps_its_id_with_attempt_2(worker: Worker) -> None:
         2,
         None,
     )
-    for attempt in (1, 2):
-        [line] = worker.wait_for(
-            f"attempt {attempt}", lambda a=attempt: worker.stdlib(f"flaky {marker} attempt {a}")
-        )
-        assert line["request_id"] == request_id
+    check_attempt_lines(worker, f"{worker.pool}-retried", request_id)
     [retry] = worker.wait_for(
         "job_failed outcome=retry",
         lambda: worker.stdlib(f"job_failed request_id={request_id} ", prefix=True),
@@ -324,6 +320,31 @@ def test_a_retried_task_keeps_its_id_with_attempt_2(worker: Worker) -> None:
     assert retry["level"] == "WARNING"
     assert "attempt=1 " in retry["message"]
     assert "outcome=retry" in retry["message"]
+
+
+def test_a_retry_keeps_the_id_the_first_attempt_was_given(worker: Worker) -> None:
+    """Carried nothing (published outside a request) or an invalid ID: the first attempt gets a
+    new ID, and the retry it publishes carries that one, not the message's original headers."""
+    for case, headers in (("none", {}), ("invalid", {CARRIED_REQUEST_ID: "bad\r\nid"})):
+        marker = f"{worker.pool}-retried-{case}"
+        task_id = flaky.apply_async((marker,), headers=headers).id
+        seen = result_of(task_id)
+        assert (seen["attempt"], seen["parent_job_id"]) == (2, None)  # not its own parent
+        assert aioreqctx.is_valid_request_id(seen["request_id"])
+        check_attempt_lines(worker, marker, seen["request_id"])
+        warnings = worker.stdlib(
+            f"aioreqctx: job tests.celery_app.flaky (id {task_id})", prefix=True
+        )
+        assert len(warnings) == (1 if headers else 0), case
+
+
+def check_attempt_lines(worker: Worker, marker: str, request_id: str) -> None:
+    for attempt in (1, 2):
+        [line] = worker.wait_for(
+            f"attempt {attempt} of {marker}",
+            lambda a=attempt: worker.stdlib(f"flaky {marker} attempt {a}"),  # type: ignore[misc]
+        )
+        assert line["request_id"] == request_id, (marker, attempt)
 
 
 BAD_CARRIED_IDS: dict[str, dict[str, object]] = {
