@@ -17,11 +17,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp import ClientSession, web
 from celery import chain, group, states
+from celery.result import AsyncResult, GroupResult
 from celery.signals import after_task_publish
 
 import aioreqctx
@@ -115,8 +116,7 @@ def stop_worker(worker: Worker) -> None:
 @pytest.fixture(scope="module")
 def celery_redis(redis_server: RedisServer) -> RedisServer:
     """The publishing side (this process) uses the private Redis as broker and result store."""
-    celery_app.app.conf.broker_url = redis_server.url
-    celery_app.app.conf.result_backend = redis_server.url
+    celery_app.app.conf.update(broker_url=redis_server.url, result_backend=redis_server.url)
     return redis_server
 
 
@@ -266,11 +266,14 @@ def test_each_task_of_a_chain_and_a_group_carries_the_id(worker: Worker) -> None
     markers = [f"{worker.pool}-canvas-{n}" for n in range(4)]
     with aioreqctx.scope({keys.REQUEST_ID: request_id}):
         chained = chain(record.si(markers[0]), record.si(markers[1])).apply_async()
-        grouped = group(record.si(markers[2]), record.si(markers[3])).apply_async()
+        grouped = cast(  # celery-types says AsyncResult; a group's is a GroupResult
+            GroupResult, group(record.si(markers[2]), record.si(markers[3])).apply_async()
+        )
+    assert isinstance(chained.parent, AsyncResult)
     second, first = result_of(chained.id), result_of(chained.parent.id)
     assert first["parent_job_id"] is None  # published by this process
     assert second["parent_job_id"] == first["job_id"]  # published by the worker, after the first
-    members = [result_of(member.id) for member in grouped.results]
+    members = [result_of(member.id) for member in grouped.results or ()]
     assert [seen["parent_job_id"] for seen in members] == [None, None]
     for marker, seen in zip(markers, [first, second, *members], strict=True):
         assert seen["request_id"] == request_id
@@ -359,7 +362,7 @@ BAD_CARRIED_IDS: dict[str, dict[str, object]] = {
 def test_invalid_carried_values_give_a_new_id_and_one_escaped_warning(worker: Worker) -> None:
     for case, headers in BAD_CARRIED_IDS.items():
         marker = f"{worker.pool}-bad-{case}"
-        task_id = record.apply_async((marker,), headers=headers).id
+        task_id = record.apply_async((marker,), headers=headers).id  # type: ignore[arg-type]
         seen = result_of(task_id)
         assert aioreqctx.is_valid_request_id(seen["request_id"]), case
         assert seen["request_id"] not in (headers.get(CARRIED_REQUEST_ID), "-"), case
