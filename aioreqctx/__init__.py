@@ -4,6 +4,8 @@
 Python 3.11 to 3.14, under uvloop and with eager tasks.
 """
 
+__version__ = "0.1.0"
+
 from .access_log import AccessLogger, access_logger_for
 from .app_setup import setup
 from .client import ClientPropagation, DeadlineExceeded
@@ -67,7 +69,6 @@ from .middleware import (
     request_id_middleware,
 )
 from .observers import RequestObserver
-from .otel import SpanRequestIdObserver, otel_log_fields
 from .request_events import RequestEvents, level_for_status
 from .request_view import RequestContext
 from .stdlib_logging import RequestContextFilter, install_log_record_factory
@@ -122,8 +123,8 @@ __all__ = [
     "RequestObserver",
     "RequestStarted",
     "ResponseCompleted",
-    "SpanRequestIdObserver",
     "TaskFactory",
+    "__version__",
     "access_logger_for",
     "add_request_context",
     "asyncio_current_task",
@@ -144,7 +145,6 @@ __all__ = [
     "logger",
     "new_request_id",
     "next_connection_id",
-    "otel_log_fields",
     "remaining_time",
     "request_context",
     "request_context_processor",
