@@ -451,3 +451,12 @@ def test_importing_without_celery_names_the_extra(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delitem(sys.modules, "aioreqctx.integrations.celery")
     with pytest.raises(ImportError, match=re.escape("pip install 'aioreqctx[celery]'")):
         importlib.import_module("aioreqctx.integrations.celery")
+
+
+def test_an_id_the_publisher_put_in_the_headers_is_kept(worker: Worker) -> None:
+    marker = f"{worker.pool}-explicit"
+    with aioreqctx.scope({keys.REQUEST_ID: "from-context"}):
+        task_id = record.apply_async((marker,), headers={CARRIED_REQUEST_ID: "explicit-1"}).id
+    seen = result_of(task_id)
+    assert seen["request_id"] == "explicit-1"
+    check_job_lines(worker, marker, seen)

@@ -23,14 +23,13 @@ from ..job_context import (
     JobScope,
 )
 from ..store import current_mapping
+from . import missing_extra
 
 try:
     from celery import signals
     from celery.exceptions import Retry
-except ImportError as error:  # pragma: no cover - exercised without the extra only
-    raise ImportError(
-        "aioreqctx.integrations.celery needs Celery: pip install 'aioreqctx[celery]'"
-    ) from error
+except ImportError as error:
+    raise missing_extra("celery") from error
 
 __all__ = ["setup_celery"]
 
