@@ -151,6 +151,12 @@ def result_of(task_id: str) -> Any:
     return meta["result"]
 
 
+def carried_value_warnings(worker: Worker, task_name: str, task_id: str) -> list[re.Match[str]]:
+    """The lines saying that what this task carried was invalid."""
+    lines = worker.stdlib(f"job {task_name} (id {task_id}): invalid carried", prefix=True)
+    return [line for line in lines if line["logger"] == "aioreqctx"]
+
+
 def check_job_lines(worker: Worker, marker: str, seen: dict[str, Any]) -> None:
     """Every line of the job carries its request ID; the worker thread holds none after it."""
     request_id, job_id = seen["request_id"], seen["job_id"]
@@ -335,9 +341,7 @@ def test_a_retry_keeps_the_id_the_first_attempt_was_given(worker: Worker) -> Non
         assert (seen["attempt"], seen["parent_job_id"]) == (2, None)  # not its own parent
         assert aioreqctx.is_valid_request_id(seen["request_id"])
         check_attempt_lines(worker, marker, seen["request_id"])
-        warnings = worker.stdlib(
-            f"aioreqctx: job tests.celery_app.flaky (id {task_id})", prefix=True
-        )
+        warnings = carried_value_warnings(worker, "tests.celery_app.flaky", task_id)
         assert len(warnings) == (1 if headers else 0), case
 
 
@@ -367,9 +371,7 @@ def test_invalid_carried_values_give_a_new_id_and_one_escaped_warning(worker: Wo
         assert aioreqctx.is_valid_request_id(seen["request_id"]), case
         assert seen["request_id"] not in (headers.get(CARRIED_REQUEST_ID), "-"), case
         check_job_lines(worker, marker, seen)
-        [warning] = worker.stdlib(
-            f"aioreqctx: job tests.celery_app.record (id {task_id})", prefix=True
-        )
+        [warning] = carried_value_warnings(worker, "tests.celery_app.record", task_id)
         assert warning["level"] == "WARNING"
         assert warning["request_id"] == seen["request_id"]
         assert len(warning[0]) < 400, case  # escaped and truncated
@@ -420,9 +422,7 @@ def test_publishing_outside_a_request_follows_outside_request(worker: Worker) ->
     assert seen_generated["request_id"] == carried
     for marker, seen in (("skip", seen_skipped), ("generate", seen_generated)):
         check_job_lines(worker, f"{worker.pool}-outside-{marker}", seen)
-        assert not worker.stdlib(
-            f"aioreqctx: job tests.celery_app.record (id {seen['job_id']})", prefix=True
-        )
+        assert not carried_value_warnings(worker, "tests.celery_app.record", seen["job_id"])
 
 
 def test_an_eager_apply_runs_in_a_job_seeded_from_the_callers_context() -> None:

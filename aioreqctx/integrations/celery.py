@@ -35,7 +35,7 @@ __all__ = ["setup_celery"]
 
 _DISPATCH_UID = "aioreqctx.integrations.celery"
 _installed_lock = threading.Lock()
-_installed: list[CeleryPropagation] = []
+_installed: list[_Receivers] = []
 
 
 class _OpenJobs(threading.local):
@@ -50,7 +50,7 @@ class _OpenJobs(threading.local):
         self.stack: list[tuple[str, JobScope]] = []
 
 
-class CeleryPropagation:
+class _Receivers:
     """The signal receivers of one ``setup_celery`` call."""
 
     def __init__(self, propagation: JobPropagation) -> None:
@@ -141,7 +141,7 @@ def setup_celery(propagation: JobPropagation | None = None) -> Callable[[], None
         propagation = JobPropagation()
     elif not isinstance(propagation, JobPropagation):
         raise TypeError(f"propagation must be a JobPropagation, not {propagation!r}")
-    receivers = CeleryPropagation(propagation)
+    receivers = _Receivers(propagation)
     connections = (
         (signals.before_task_publish, receivers.on_publish),
         (signals.task_prerun, receivers.on_prerun),
