@@ -66,16 +66,20 @@ def after_job(task_id: str, **_: Any) -> None:
     logger.info("after job %s", task_id)
 
 
+SEEN = {
+    "request_id": keys.REQUEST_ID,
+    "job_id": keys.JOB_ID,
+    "job_name": keys.JOB_NAME,
+    "attempt": keys.JOB_ATTEMPT,
+    "parent_job_id": keys.PARENT_JOB_ID,
+    "tenant": "tenant",
+}
+
+
 def seen() -> dict[str, Any]:
     """The job's context as the task sees it (returned through the result backend)."""
-    return {
-        "request_id": aioreqctx.get(keys.REQUEST_ID),
-        "job_id": aioreqctx.get(keys.JOB_ID),
-        "job_name": aioreqctx.get(keys.JOB_NAME),
-        "attempt": aioreqctx.get(keys.JOB_ATTEMPT),
-        "parent_job_id": aioreqctx.get(keys.PARENT_JOB_ID),
-        "tenant": aioreqctx.get("tenant"),
-        "remaining": aioreqctx.remaining_time(),
+    return {name: aioreqctx.get(key) for name, key in SEEN.items()} | {
+        "remaining": aioreqctx.remaining_time()
     }
 
 
