@@ -119,3 +119,10 @@ def flaky(self: Task[Any, Any], marker: str) -> dict[str, Any]:
 @app.task
 def fail(marker: str) -> None:
     raise ValueError(f"fail {marker}")
+
+
+@app.task
+def nested(marker: str) -> dict[str, Any]:
+    """Runs ``record`` eagerly inside itself: a job within a job, in one thread."""
+    inner: dict[str, Any] = record.apply((marker,)).get()
+    return {"inner": inner, "outer_after": seen()}

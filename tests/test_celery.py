@@ -31,7 +31,7 @@ from aioreqctx.integrations.celery import setup_celery
 from aioreqctx.job_context import CARRIED_PARENT_JOB_ID, CARRIED_REQUEST_ID
 
 from . import celery_app
-from .celery_app import fail, flaky, record, spawn, spawn_in_thread
+from .celery_app import fail, flaky, nested, record, spawn, spawn_in_thread
 from .http_helpers import serving
 from .redis_server import RedisServer
 
@@ -432,6 +432,16 @@ def test_an_eager_apply_runs_in_a_job_seeded_from_the_callers_context() -> None:
         assert aioreqctx.get(keys.JOB_ID) is None
     assert (seen["request_id"], seen["tenant"], seen["attempt"]) == ("eager-1", "acme", 1)
     assert seen["job_id"] is not None
+
+
+def test_an_eager_apply_inside_a_task_is_a_child_job_and_gives_the_task_its_context_back() -> None:
+    with aioreqctx.scope({keys.REQUEST_ID: "eager-2"}):
+        views = nested.apply(("eager-nested",)).get()
+        assert aioreqctx.get(keys.JOB_ID) is None
+    inner, outer = views["inner"], views["outer_after"]
+    assert inner["request_id"] == outer["request_id"] == "eager-2"
+    assert inner["parent_job_id"] == outer["job_id"] != inner["job_id"]
+    assert outer["parent_job_id"] is None
 
 
 def test_set_up_is_once_per_process_and_checks_its_argument() -> None:
