@@ -55,7 +55,8 @@ def add_request_fields(logger: logging.Logger, **_: Any) -> None:
             structlog.processors.add_log_level,
             structlog.processors.JSONRenderer(),
         ],
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        # one write per line: the prefork pool's processes share this stdout
+        logger_factory=structlog.WriteLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
 
