@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import pytest
 from aiohttp import ClientSession, web
-from celery import chain, group, states
+from celery import chain, chord, group, states
 from celery.result import AsyncResult, GroupResult
 from celery.signals import after_task_publish
 
@@ -267,10 +267,11 @@ def test_tasks_published_by_tasks_and_their_threads_carry_the_id_and_parent(
         check_job_lines(worker, f"{worker.pool}-{marker}", seen)
 
 
-def test_each_task_of_a_chain_and_a_group_carries_the_id(worker: Worker) -> None:
+def test_each_task_of_a_chain_a_group_and_a_chord_carries_the_id(worker: Worker) -> None:
     request_id = f"canvas-{worker.pool}"
-    markers = [f"{worker.pool}-canvas-{n}" for n in range(4)]
+    markers = [f"{worker.pool}-canvas-{n}" for n in range(7)]
     with aioreqctx.scope({keys.REQUEST_ID: request_id}):
+        chorded = chord([record.si(markers[4]), record.si(markers[5])])(record.si(markers[6]))
         chained = chain(record.si(markers[0]), record.si(markers[1])).apply_async()
         grouped = cast(  # celery-types says AsyncResult; a group's is a GroupResult
             GroupResult, group(record.si(markers[2]), record.si(markers[3])).apply_async()
@@ -281,7 +282,11 @@ def test_each_task_of_a_chain_and_a_group_carries_the_id(worker: Worker) -> None
     assert second["parent_job_id"] == first["job_id"]  # published by the worker, after the first
     members = [result_of(member.id) for member in grouped.results or ()]
     assert [seen["parent_job_id"] for seen in members] == [None, None]
-    for marker, seen in zip(markers, [first, second, *members], strict=True):
+    assert isinstance(chorded.parent, GroupResult)
+    header = [result_of(member.id) for member in chorded.parent.results or ()]
+    body = result_of(chorded.id)  # published by the worker, after the last of the header
+    assert body["parent_job_id"] in {seen["job_id"] for seen in header}
+    for marker, seen in zip(markers, [first, second, *members, *header, body], strict=True):
         assert seen["request_id"] == request_id
         check_job_lines(worker, marker, seen)
 
