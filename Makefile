@@ -4,7 +4,7 @@ VENV ?= .venv
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
 SOURCES := aioreqctx tests examples bench
 
-.PHONY: demo serve test lint typecheck pytest test-all bench bench-http clean
+.PHONY: demo serve test lint typecheck pytest test-all bench bench-http redis-server clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy --strict $(SOURCES)
 
-pytest: $(VENV)/.installed
+pytest: $(VENV)/.installed redis-server
 	$(VENV)/bin/pytest
 
 # pytest on every CPython 3.11+ that pyenv has, each in its own .venv-<version>.
@@ -45,8 +45,13 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/tasks.py
 	$(MAKE) --no-print-directory bench-http
 
-# bench/http_middleware.py needs wrk (Debian package): installed on first use, sudo unless root.
+# bench/http_middleware.py needs wrk, the job tests redis-server (Debian packages): installed on
+# first use, sudo unless root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+redis-server:
+	command -v redis-server >/dev/null || $(SUDO) apt-get install -y redis-server || \
+	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y redis-server; }
+
 bench-http: $(VENV)/.installed
 	command -v wrk >/dev/null || $(SUDO) apt-get install -y wrk || \
 	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }

@@ -31,11 +31,16 @@ from .factories import (
 )
 from .ids import is_valid_request_id, new_request_id, trace_id_of
 from .inflight import InFlightEntry, InFlightRegistry
+from .job_context import JobEvents, JobPropagation, JobScope
 from .jobs import request_context
 from .jsonsafe import json_safe
 from .keys import (
     DEADLINE,
+    JOB_ATTEMPT,
+    JOB_ID,
+    JOB_NAME,
     OPERATIONS,
+    PARENT_JOB_ID,
     REJECTED_REQUEST_ID,
     REQUEST_ID,
     START_MONOTONIC,
@@ -76,8 +81,12 @@ __all__ = [
     "DEADLINE",
     "DEADLINE_HEADER",
     "EAGER_TASKS_SUPPORTED",
+    "JOB_ATTEMPT",
+    "JOB_ID",
+    "JOB_NAME",
     "NO_LOOP_EXCEPTION_MSG",
     "OPERATIONS",
+    "PARENT_JOB_ID",
     "PY37",
     "REJECTED_REQUEST_ID",
     "REQUEST_CONTEXT",
@@ -96,6 +105,9 @@ __all__ = [
     "DeadlineObserver",
     "InFlightEntry",
     "InFlightRegistry",
+    "JobEvents",
+    "JobPropagation",
+    "JobScope",
     "LayeredContext",
     "LifecycleCollector",
     "LifecycleEvent",

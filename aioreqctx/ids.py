@@ -9,10 +9,11 @@ truncated.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 _VALID_ID = re.compile(r"[A-Za-z0-9\-_.:+/=@]{1,200}")
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
@@ -20,6 +21,8 @@ _ZERO_TRACE_ID = "0" * 32
 ESCAPED_LIMIT = 64
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+logger = logging.getLogger("aioreqctx")
 
 
 def is_valid_request_id(value: str) -> bool:
@@ -89,3 +92,23 @@ def is_trusted(remote: str | None, networks: tuple[Network, ...]) -> bool:
     except ValueError:
         return False
     return any(address in network for network in networks)
+
+
+def accepts(validator: Callable[[str], bool], candidate: str) -> bool:
+    """A user validator's verdict on ``candidate``; one that raises rejects it (logged)."""
+    try:
+        return bool(validator(candidate))
+    except Exception:
+        logger.exception("aioreqctx: the request-ID validator raised; ID treated as invalid")
+        return False
+
+
+def generated_id(generator: Callable[[], str]) -> str:
+    """A new ID from ``generator``; a UUID4 (and an ERROR line) if it returned no safe ID."""
+    if generator is new_request_id:
+        return new_request_id()
+    made = generator()
+    if isinstance(made, str) and is_valid_request_id(made):
+        return made
+    logger.error("aioreqctx: the generator returned %r, not a safe ID; using a UUID4", made)
+    return new_request_id()

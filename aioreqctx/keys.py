@@ -24,3 +24,15 @@ written during the request carries them. Absent until the first one is added."""
 DEADLINE = "aioreqctx.deadline"
 """When the request must be done, as a ``time.monotonic()`` instant; absent when it has no
 deadline (see ``aioreqctx.DeadlineObserver`` and ``aioreqctx.remaining_time``)."""
+
+JOB_ID = "aioreqctx.job_id"
+"""In a job (``JobPropagation.job_scope``): the queue's ID of the running job."""
+
+JOB_NAME = "aioreqctx.job_name"
+"""In a job: the running job's name (its function or task name)."""
+
+JOB_ATTEMPT = "aioreqctx.job_attempt"
+"""In a job: which attempt this is, an int from 1; a retry or re-delivery counts up."""
+
+PARENT_JOB_ID = "aioreqctx.parent_job_id"
+"""In a job enqueued by another job: the enqueuing job's ID; absent otherwise."""

@@ -23,7 +23,9 @@ from multidict import istr
 from . import keys
 from .ids import (
     Network,
+    accepts,
     escaped,
+    generated_id,
     is_trusted,
     is_valid_request_id,
     new_request_id,
@@ -231,20 +233,10 @@ class RequestIdMiddleware:
         return self._new_id(), rejected
 
     def _accepts(self, candidate: str) -> bool:
-        try:
-            return bool(self.validator(candidate))
-        except Exception:
-            logger.exception("aioreqctx: the request-ID validator raised; ID treated as invalid")
-            return False
+        return accepts(self.validator, candidate)
 
     def _new_id(self) -> str:
-        if self.generator is new_request_id:
-            return new_request_id()
-        made = self.generator()
-        if isinstance(made, str) and is_valid_request_id(made):
-            return made
-        logger.error("aioreqctx: the generator returned %r, not a safe ID; using a UUID4", made)
-        return new_request_id()
+        return generated_id(self.generator)
 
     def _label(self, response: web.StreamResponse, mapping: Context) -> None:
         response.headers[self._header] = mapping[keys.REQUEST_ID]

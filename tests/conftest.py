@@ -11,6 +11,10 @@ import uvloop
 
 import aioreqctx as context
 
+from .redis_server import redis_server
+
+__all__ = ["LoopFactory", "redis_server", "run"]
+
 T = TypeVar("T")
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
