@@ -54,7 +54,7 @@ class AioreqctxIntegration(Integration):
                 raise ValueError(
                     f"{option}: {tag!r} is not a Sentry tag key (1-32 of A-Z a-z 0-9 _ . : -)"
                 )
-        self.tags = ((keys.REQUEST_ID, request_id_tag), ("aioreqctx.job_id", job_id_tag))
+        self.tags = ((keys.REQUEST_ID, request_id_tag), (keys.JOB_ID, job_id_tag))
 
     @staticmethod
     def setup_once() -> None:
