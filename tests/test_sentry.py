@@ -19,9 +19,11 @@ from sentry_sdk.integrations.aiohttp import AioHttpIntegration
 from sentry_sdk.integrations.dedupe import DedupeIntegration
 from sentry_sdk.integrations.logging import LoggingIntegration
 from sentry_sdk.transport import Transport
+from taskiq import InMemoryBroker
 
 import aioreqctx as context
 from aioreqctx.integrations.sentry import AioreqctxIntegration, UnhandledErrorReporter
+from aioreqctx.integrations.taskiq import JobContextMiddleware
 
 from .conftest import LoopFactory, run
 from .http_helpers import serving
@@ -148,6 +150,51 @@ def test_unhandled_errors_are_reported_once_with_the_request_id(
         event = by_value[f"crash {tag}"]
         assert event["tags"]["request_id"] == request_id
         assert event["exception"]["values"][-1]["type"] == "RuntimeError"
+
+
+def test_events_of_a_job_carry_its_id_and_the_request_id(
+    transport: MemoryTransport, loop_factory: LoopFactory
+) -> None:
+    broker = InMemoryBroker().with_middlewares(JobContextMiddleware())
+
+    async def failing_job(tag: str) -> None:
+        sentry_sdk.capture_message(f"job {tag}")
+        raise RuntimeError(f"job crash {tag}")  # taskiq logs it: Sentry's logging integration
+
+    job = broker.register_task(failing_job, "failing_job")
+    task_ids: dict[str, str] = {}
+
+    async def kick(request: web.Request) -> web.Response:
+        tag = request.query["tag"]
+        task_ids[tag] = (await job.kiq(tag)).task_id
+        return web.Response(text="ok")
+
+    async def main() -> list[str]:
+        app = web.Application()
+        context.setup(app)
+        app.router.add_get("/kick", kick)
+        await broker.startup()
+        async with serving(app) as port, ClientSession() as client:
+            ids = []
+            for tag in range(3):
+                async with client.get(f"http://127.0.0.1:{port}/kick?tag={tag}") as response:
+                    ids.append(response.headers["X-Request-ID"])
+        await broker.wait_all()
+        await broker.shutdown()
+        return ids
+
+    ids = run(loop_factory, main)
+    messages = transport.messages()
+    for tag, request_id in enumerate(ids):
+        expected = {"request_id": request_id, "job_id": task_ids[str(tag)]}
+        assert messages[f"job {tag}"] == expected
+        crash = next(
+            e
+            for e in transport.events
+            if e.get("logger") == "taskiq.receiver.receiver"
+            and e["exception"]["values"][-1]["value"] == f"job crash {tag}"
+        )
+        assert crash["tags"] == expected
 
 
 def test_a_tag_the_application_set_wins(transport: MemoryTransport) -> None:
