@@ -12,7 +12,9 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The demo's job scenario needs redis-server; without it the demo says so and runs the rest.
 demo: $(VENV)/.installed
+	-$(MAKE) --no-print-directory redis-server
 	$(VENV)/bin/python examples/demo.py
 
 # The demo's gateway on http://127.0.0.1:8080 (its backend on 8081) for trying with curl.

@@ -67,7 +67,6 @@ from .middleware import (
     request_id_middleware,
 )
 from .observers import RequestObserver
-from .otel import SpanRequestIdObserver, otel_log_fields
 from .request_events import RequestEvents, level_for_status
 from .request_view import RequestContext
 from .stdlib_logging import RequestContextFilter, install_log_record_factory
@@ -122,7 +121,6 @@ __all__ = [
     "RequestObserver",
     "RequestStarted",
     "ResponseCompleted",
-    "SpanRequestIdObserver",
     "TaskFactory",
     "access_logger_for",
     "add_request_context",
@@ -144,7 +142,6 @@ __all__ = [
     "logger",
     "new_request_id",
     "next_connection_id",
-    "otel_log_fields",
     "remaining_time",
     "request_context",
     "request_context_processor",

@@ -349,6 +349,5 @@ def _is_carried(key: object) -> bool:
 
 
 def _shown(value: object) -> str:
-    """A queue's job ID or name as safe text: kept if it is a valid ID, escaped otherwise."""
-    text = value if isinstance(value, str) else safe_text(value)
-    return text if is_valid_request_id(text) else escaped(text)
+    """A queue's job ID or name as safe text for the context and log lines: escaped."""
+    return escaped(value if isinstance(value, str) else safe_text(value), limit=200)

@@ -3,9 +3,9 @@
 A line gets, in this order of precedence (a name already present is never overwritten, so a
 field the log call passed explicitly always wins): ``request_id``, the configured context keys,
 the pushed logging context (``aioreqctx.log_context``), then the request's metadata
-(``keys.METADATA``), then, if asked for and a span is active, the OpenTelemetry ``trace_id``
-and ``span_id``. Reading them costs two ContextVar lookups, however many ContextVars the
-context holds.
+(``keys.METADATA``), then the fields of ``extra_fields``, if given (the OpenTelemetry
+integration's ``otel_log_fields`` adds the active span's ``trace_id`` and ``span_id``).
+Reading them costs two ContextVar lookups, however many ContextVars the context holds.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any
 
 from . import keys
 from .logging_context import pushed_layer
-from .otel import OTEL_AVAILABLE, otel_log_fields
 from .store import current_mapping
 
 DEFAULT_REQUEST_ID = "-"
@@ -32,22 +31,24 @@ call frame on this path is a measurable share of the cost); the stdlib filter pa
 def field_adder(
     context_keys: Mapping[str, str] | None = None,
     default: Any = DEFAULT_REQUEST_ID,
-    trace_ids: bool = False,
+    extra_fields: Callable[[], Mapping[str, Any]] | None = None,
 ) -> FieldAdder:
     """The function that adds the request's fields to a log line.
 
     ``context_keys`` maps a context key (as used with ``aioreqctx.set``) to the field name it
     gets on log lines, e.g. ``{"user.id": "user_id"}``. ``default`` stands in for the request ID
     and for every configured key the context lacks, so a format string such as
-    ``%(request_id)s %(user_id)s`` always has its fields. ``trace_ids=True`` adds the active
-    OpenTelemetry span's ``trace_id`` and ``span_id`` (off by default: OpenTelemetry's span
-    lookup costs about twice everything else here).
+    ``%(request_id)s %(user_id)s`` always has its fields. ``extra_fields`` is called for every
+    line and its fields added, e.g. ``aioreqctx.integrations.otel.otel_log_fields`` for the
+    active span's ``trace_id`` and ``span_id`` (OpenTelemetry's span lookup costs about twice
+    everything else here).
     """
     pairs = _checked(context_keys)
     current = current_mapping.get
     pushed = pushed_layer.get
     request_id_key, metadata_key = keys.REQUEST_ID, keys.METADATA
-    trace_fields = otel_log_fields if trace_ids and OTEL_AVAILABLE else None
+    if extra_fields is not None and not callable(extra_fields):
+        raise TypeError(f"extra_fields must be callable (() -> mapping), not {extra_fields!r}")
 
     def add_fields(
         logger: Any, method_name: str, target: MutableMapping[str, Any]
@@ -72,8 +73,8 @@ def field_adder(
         if metadata and isinstance(metadata, dict):
             for name, value in metadata.items():
                 target.setdefault(name, value)
-        if trace_fields is not None:
-            for name, value in trace_fields().items():
+        if extra_fields is not None:
+            for name, value in extra_fields().items():
                 target.setdefault(name, value)
         return target
 

@@ -29,10 +29,10 @@ class RequestContextFilter(logging.Filter):
         name: str = "",
         context_keys: Mapping[str, str] | None = None,
         default: Any = DEFAULT_REQUEST_ID,
-        trace_ids: bool = False,
+        extra_fields: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__(name)
-        self._add_fields = field_adder(context_keys, default, trace_ids)
+        self._add_fields = field_adder(context_keys, default, extra_fields)
 
     def filter(self, record: logging.LogRecord) -> bool:
         self._add_fields(None, "", record.__dict__)
@@ -45,7 +45,7 @@ RecordFactory = Callable[..., logging.LogRecord]
 def install_log_record_factory(
     context_keys: Mapping[str, str] | None = None,
     default: Any = DEFAULT_REQUEST_ID,
-    trace_ids: bool = False,
+    extra_fields: Callable[[], Mapping[str, Any]] | None = None,
 ) -> Callable[[], None]:
     """Make every new ``LogRecord`` carry the request fields; returns the call that undoes it.
 
@@ -53,7 +53,7 @@ def install_log_record_factory(
     Undoing restores it if nothing was installed on top since; otherwise ours only stops adding
     fields, so the later factory keeps its chain.
     """
-    add_fields = field_adder(context_keys, default, trace_ids)
+    add_fields = field_adder(context_keys, default, extra_fields)
     previous = logging.getLogRecordFactory()
     active = True
 

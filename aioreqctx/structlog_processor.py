@@ -7,7 +7,7 @@ Place it in ``structlog.configure(processors=[...])`` before the renderer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from structlog.typing import Processor
@@ -18,7 +18,7 @@ from .log_fields import DEFAULT_REQUEST_ID, field_adder
 def request_context_processor(
     context_keys: Mapping[str, str] | None = None,
     default: Any = DEFAULT_REQUEST_ID,
-    trace_ids: bool = False,
+    extra_fields: Callable[[], Mapping[str, Any]] | None = None,
 ) -> Processor:
     """A processor adding ``request_id``, the configured context keys, the pushed logging
     context and the request's metadata; keys the event already has win.
@@ -26,7 +26,7 @@ def request_context_processor(
     ``request_context_processor(context_keys={"user.id": "user_id"}, default=None)``;
     ``aioreqctx.add_request_context`` is the one with every default.
     """
-    return field_adder(context_keys, default, trace_ids)
+    return field_adder(context_keys, default, extra_fields)
 
 
 add_request_context = request_context_processor()

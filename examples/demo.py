@@ -1,13 +1,15 @@
-"""aioreqctx demo: two aiohttp services on 127.0.0.1, one request ID across both of them.
+"""aioreqctx demo: two aiohttp services and a job worker, one request ID across all of them.
 
-``examples/services.py`` runs a gateway and a backend, each in a process of its own, logging
-JSON lines to stdout (structlog; the access log and the lifecycle events too). The gateway calls
-the backend through a ``ClientSession`` that carries the request's ID. This script starts both,
-sends one request per scenario (no ID, a valid ID, an invalid one, a 500, a streaming response,
-a fan-out into child tasks and an executor thread, a client that hangs up early), stops both
-services, and prints every line of both services grouped under each request's ID, then a
-summary. It exits 0 only if every scenario's ID is in both services' lines and each scenario
-behaved as it should; nothing is left running.
+``examples/services.py`` runs a gateway, a backend and an arq worker, each in a process of its
+own, logging JSON lines to stdout (structlog; the access log, lifecycle and job events too). The
+gateway calls the backend through a ``ClientSession`` that carries the request's ID, and queues
+jobs that carry it to the worker. This script starts a private redis-server (on a unix socket
+in a temporary directory) and the services, sends one request per scenario (no ID, a valid ID,
+an invalid one, a 500, a streaming response, a fan-out into child tasks and an executor thread,
+a client that hangs up early, a queued job), stops everything, and prints every line of every
+service grouped under each request's ID, then a summary. It exits 0 only if every scenario's ID
+is in the lines of each service it involves and each scenario behaved as it should; nothing is
+left running. Without redis-server it says so and runs the other scenarios.
 
     python examples/demo.py [--factory task_factory|copying_task_factory|chainmap_task_factory]
                             [--loop asyncio|uvloop]
@@ -18,9 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -45,6 +50,7 @@ class Scenario:
     sent_id: str | None = None
     expected_status: int | None = 200  # None: the client hangs up before the status matters
     hang_up: bool = False
+    services: frozenset[str] = frozenset({"gateway", "backend"})
 
 
 SCENARIOS = [
@@ -56,6 +62,7 @@ SCENARIOS = [
     Scenario("fan-out", "/fanout"),
     Scenario("client hangs up", "/slow-stream", expected_status=None, hang_up=True),
 ]
+JOB_SCENARIO = Scenario("job", "/order/book", services=frozenset({"gateway", "backend", "worker"}))
 
 
 @dataclass
@@ -89,6 +96,40 @@ class Service:
                 self.ready.set()
             self.lines.append(line)
         self.ready.set()  # the process ended: stop waiting either way
+
+
+@contextmanager
+def redis_server() -> Iterator[str | None]:
+    """A private redis-server on a unix socket; yields its path, or None if not installed."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="aioreqctx-demo-") as directory:
+        path = str(Path(directory, "redis.sock"))
+        command = [executable, "--port", "0", "--unixsocket", path, "--dir", directory,
+                   "--save", "", "--appendonly", "no", "--logfile", ""]  # fmt: skip
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        try:
+            wait_for_ping(path, process)
+            yield path
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def wait_for_ping(path: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 10
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with socket.socket(socket.AF_UNIX) as connection:
+                connection.connect(path)
+                connection.sendall(b"PING\r\n")
+                if connection.recv(64).startswith(b"+PONG"):
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
 
 
 @contextmanager
@@ -141,7 +182,17 @@ def grouped(services: list[Service]) -> dict[str, list[Line]]:
     return by_id
 
 
-SHOWN_FIELDS = ("method", "path", "status", "duration_ms", "bytes", "reason", "during_streaming")
+SHOWN_FIELDS = (
+    "method",
+    "path",
+    "status",
+    "job_name",
+    "outcome",
+    "duration_ms",
+    "bytes",
+    "reason",
+    "during_streaming",
+)
 
 
 def describe(line: Line) -> str:
@@ -159,7 +210,7 @@ def problems(outcome: Outcome, lines: list[Line]) -> list[str]:
     found = []
     scenario = outcome.scenario
     services = {line["service"] for line in lines}
-    if services != {"gateway", "backend"}:
+    if services != scenario.services:
         found.append(f"ID seen only in {sorted(services)}")
     if scenario.expected_status is not None and outcome.status != scenario.expected_status:
         found.append(f"status {outcome.status}, expected {scenario.expected_status}")
@@ -172,6 +223,8 @@ def problems(outcome: Outcome, lines: list[Line]) -> list[str]:
         found.append("no client_disconnected event")
     if scenario.name == "fan-out" and not any("thread" in line for line in lines):
         found.append("no line from the executor thread")
+    if scenario is JOB_SCENARIO and "job_finished" not in events:
+        found.append("the worker did not finish the job")
     return found
 
 
@@ -199,7 +252,7 @@ def report(outcomes: list[Outcome], services: list[Service]) -> int:
     if any(exit_codes.values()):
         print(f"a service did not exit cleanly: {exit_codes}")
         failures += 1
-    print("\none ID tied both services' lines together in every scenario" if not failures else "")
+    print("\none ID tied the services' lines together in every scenario" if not failures else "")
     return 1 if failures else 0
 
 
@@ -218,17 +271,37 @@ def run() -> int:
     args = parser.parse_args()
     options = ["--factory", args.factory, "--loop", args.loop]
     with ExitStack() as stack:
+        redis = stack.enter_context(redis_server())
+        scenarios = [*SCENARIOS, JOB_SCENARIO] if redis else SCENARIOS
+        if redis is None:
+            print("redis-server is not installed (apt-get install redis-server): no job scenario")
         backend = stack.enter_context(service("backend", *options))
         backend_url = f"http://127.0.0.1:{backend.port}"
-        gateway = stack.enter_context(service("gateway", "--backend-url", backend_url, *options))
+        queue = ["--redis", redis] if redis else []
+        gateway = stack.enter_context(
+            service("gateway", "--backend-url", backend_url, *queue, *options)
+        )
+        services = [gateway, backend]
+        if redis:
+            services.append(stack.enter_context(service("worker", *queue, *options)))
         print(f"backend on {backend_url}, gateway on http://127.0.0.1:{gateway.port}")
 
-        async def scenarios() -> list[Outcome]:
-            return [await send(f"http://127.0.0.1:{gateway.port}", s) for s in SCENARIOS]
+        async def send_all() -> list[Outcome]:
+            return [await send(f"http://127.0.0.1:{gateway.port}", s) for s in scenarios]
 
-        outcomes = asyncio.run(scenarios())
-        time.sleep(0.5)  # let fire-and-forget work and the last access lines finish
-    return report(outcomes, [gateway, backend])
+        outcomes = asyncio.run(send_all())
+        time.sleep(0.5)  # let fire-and-forget work, queued jobs and the last access lines finish
+        wait_for_jobs(services[2:], deadline=time.monotonic() + 10)
+    return report(outcomes, services)
+
+
+def wait_for_jobs(workers: list[Service], deadline: float) -> None:
+    """Give a worker that has not finished its job yet a little longer."""
+    for worker in workers:
+        while time.monotonic() < deadline and not any(
+            line.get("event") == "job_finished" for line in worker.lines
+        ):
+            time.sleep(0.05)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
-"""The demo's two services: a gateway that calls a backend, one request ID across both.
+"""The demo's services: a gateway that calls a backend and queues jobs, and an arq worker.
 
     python examples/services.py backend --port 8081
-    python examples/services.py gateway --port 8080 --backend-url http://127.0.0.1:8081
-    python examples/services.py serve --port 8080     # both in one process (make serve)
+    python examples/services.py gateway --port 8080 --backend-url http://127.0.0.1:8081 \
+        [--redis /path/to/redis.sock]
+    python examples/services.py worker --redis /path/to/redis.sock
+    python examples/services.py serve --port 8080     # gateway and backend in one process
 
 Each logs JSON lines to stdout through structlog, stdlib records included: the handlers' own
-lines, the access log, request and lifecycle events. Every line of a request carries its
-``request_id``, in either service, because the gateway's ``ClientSession`` sends it along.
+lines, the access log, request, lifecycle and job events. Every line of a request carries its
+``request_id``, in every service, because the gateway's ``ClientSession`` sends it along and
+the jobs it queues carry it to the worker (``aioreqctx.integrations.arq``).
 """
 
 from __future__ import annotations
@@ -24,8 +27,12 @@ from typing import Any
 
 import structlog
 from aiohttp import ClientSession, web
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+from arq.worker import Worker
 
 import aioreqctx as context
+from aioreqctx.integrations.arq import ArqPropagation
 
 log = structlog.get_logger("demo")
 FACTORIES = ["task_factory", "copying_task_factory", "chainmap_task_factory"]
@@ -86,9 +93,12 @@ def configure_logging(service: str) -> None:
     )
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.getLogger("aioreqctx.lifecycle").setLevel(logging.DEBUG)  # every lifecycle event
+    logging.getLogger("arq").setLevel(logging.WARNING)  # the job events say it all
 
 
 BACKEND: web.AppKey[ClientSession] = web.AppKey("backend", ClientSession)
+QUEUE: web.AppKey[ArqRedis] = web.AppKey("queue", ArqRedis)
+JOBS = ArqPropagation(context.JobPropagation(events=context.JobEvents()))
 BACKGROUND: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("background", set[asyncio.Task[None]])
 
 
@@ -173,7 +183,18 @@ async def slow_stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def gateway_app(backend_url: str) -> web.Application:
+async def order(request: web.Request) -> web.Response:
+    found = await fetch(request, request.match_info["item"])
+    job = await request.app[QUEUE].enqueue_job("send_receipt", found)
+    log.info("receipt queued", job_id=None if job is None else job.job_id)
+    return web.Response(text=f"Ordered {found}; the receipt is on its way")
+
+
+def redis_settings(socket_path: str) -> RedisSettings:
+    return RedisSettings(unix_socket_path=socket_path)
+
+
+def gateway_app(backend_url: str, redis_socket: str = "") -> web.Application:
     app = web.Application()
     context.setup(app, collector=lifecycle(), request_events=True)
     app[BACKGROUND] = set()
@@ -188,12 +209,54 @@ def gateway_app(backend_url: str) -> web.Application:
         await asyncio.gather(*app[BACKGROUND])
 
     app.cleanup_ctx.append(backend_session)
+    if redis_socket:  # the job queue, when the demo could start a redis-server
+
+        async def job_queue(app: web.Application) -> AsyncIterator[None]:
+            app[QUEUE] = await create_pool(
+                redis_settings(redis_socket),
+                job_serializer=JOBS.serialize,
+                job_deserializer=JOBS.deserialize,
+            )
+            yield
+            await app[QUEUE].aclose()
+
+        app.cleanup_ctx.append(job_queue)
+        app.router.add_get("/order/{item}", order)
     app.router.add_get("/hello/{name}", hello)
     app.router.add_get("/fail", fail)
     app.router.add_get("/stream", stream)
     app.router.add_get("/fanout", fanout)
     app.router.add_get("/slow-stream", slow_stream)
     return app
+
+
+# The worker: runs the jobs the gateway queues, under the ID of the request that queued them.
+
+
+async def send_receipt(ctx: dict[str, Any], item: str) -> None:
+    await asyncio.sleep(0.01)
+    log.info("receipt sent", item=item)
+
+
+async def work(socket_path: str) -> None:
+    """Run an arq worker until SIGTERM or SIGINT."""
+    worker = Worker(
+        functions=JOBS.functions([send_receipt]),
+        redis_settings=redis_settings(socket_path),
+        job_serializer=JOBS.serialize,
+        job_deserializer=JOBS.deserialize,
+        poll_delay=0.05,
+        handle_signals=False,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    running = asyncio.create_task(worker.async_run())
+    print(json.dumps({"event": "listening", "service": "worker", "port": 0}), flush=True)
+    await stop.wait()
+    await worker.close()
+    await asyncio.gather(running, return_exceptions=True)  # cancelled by close()
 
 
 # Running them.
@@ -223,9 +286,10 @@ async def serve(apps: list[tuple[str, Callable[[], web.Application], int]]) -> N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("service", choices=["backend", "gateway", "serve"])
+    parser.add_argument("service", choices=["backend", "gateway", "worker", "serve"])
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--backend-url", default="")
+    parser.add_argument("--redis", default="", help="redis-server's unix socket: queue jobs")
     parser.add_argument("--factory", choices=FACTORIES, default="copying_task_factory")
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args()
@@ -246,11 +310,11 @@ def main() -> None:
     if args.service == "backend":
         apps = [("backend", backend_app, args.port)]
     elif args.service == "gateway":
-        apps = [("gateway", lambda: gateway_app(args.backend_url), args.port)]
+        apps = [("gateway", lambda: gateway_app(args.backend_url, args.redis), args.port)]
     else:
         apps = serve_both(args.port)
     with asyncio.Runner(loop_factory=new_loop) as runner:
-        runner.run(serve(apps))
+        runner.run(work(args.redis) if args.service == "worker" else serve(apps))
 
 
 def serve_both(port: int) -> list[tuple[str, Callable[[], web.Application], int]]:

@@ -1,4 +1,4 @@
-"""The README's first command: two services, one ID per scenario in both services' lines."""
+"""The README's first command: three services, one ID per scenario in every service's lines."""
 
 from __future__ import annotations
 
@@ -41,4 +41,7 @@ def test_demo_ties_both_services_lines_to_each_request_id(factory: str, loop: st
     assert "bad id" not in by_scenario["invalid ID"].splitlines()[0]
     assert "client_disconnected" in by_scenario["client hangs up"]
     assert f"executor thread  [{loop}_" in by_scenario["fan-out"]  # the loop's default pool
-    assert "one ID tied both services' lines together in every scenario" in result.stdout
+    job_lines = by_scenario["job"].splitlines()[1:]  # make pytest installs redis-server
+    worker_events = [line.split()[2] for line in job_lines if line.startswith("  worker ")]
+    assert worker_events == ["job_started", "receipt", "job_finished"]
+    assert "one ID tied the services' lines together in every scenario" in result.stdout

@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 import aioreqctx as context
-from aioreqctx.prometheus import PrometheusCollector
+from aioreqctx.integrations.prometheus import PrometheusCollector
 
 from .conftest import LoopFactory, run
 from .http_helpers import get_request, raw_exchange, serving

@@ -1,11 +1,10 @@
-"""OpenTelemetry, when ``opentelemetry-api`` is installed (``pip install aioreqctx[otel]``).
+"""OpenTelemetry: install the ``otel`` extra (``opentelemetry-api``).
 
 Two ways across: ``otel_log_fields()`` gives a log line the active span's ``trace_id`` and
-``span_id`` (for the logging integration to merge next to the request ID), and
-``SpanRequestIdObserver`` puts the request ID on the span that is active when a request starts.
-aioreqctx never starts spans: that span belongs to whatever traces the server (a tracing
-middleware placed outside aioreqctx's, or an enclosing span). Without the package both are
-no-ops, so the same code runs with and without tracing.
+``span_id`` (pass it as ``extra_fields=`` to the logging integration, to sit next to the request
+ID), and ``SpanRequestIdObserver`` puts the request ID on the span that is active when a request
+starts. aioreqctx never starts spans: that span belongs to whatever traces the server (a tracing
+middleware placed outside aioreqctx's, or an enclosing span).
 """
 
 from __future__ import annotations
@@ -14,26 +13,24 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from . import keys
-from .store import Context
+from .. import keys
+from ..store import Context
+from . import missing_extra
 
 try:
     from opentelemetry import trace
+except ImportError as error:
+    raise missing_extra("otel") from error
 
-    OTEL_AVAILABLE = True
-except ImportError:  # the optional extra is not installed
-    OTEL_AVAILABLE = False
 SPAN_ATTRIBUTE = "request.id"
 _NO_FIELDS: dict[str, str] = {}
 
 
 def otel_log_fields() -> dict[str, str]:
-    """``{"trace_id": 32 hex, "span_id": 16 hex}`` of the active span; ``{}`` if none or no API.
+    """``{"trace_id": 32 hex, "span_id": 16 hex}`` of the active span; ``{}`` if none.
 
     The returned dict may be shared when empty: copy before changing it.
     """
-    if not OTEL_AVAILABLE:
-        return _NO_FIELDS
     span_context = trace.get_current_span().get_span_context()
     if not span_context.is_valid:
         return _NO_FIELDS
@@ -57,8 +54,6 @@ class SpanRequestIdObserver:
             raise ValueError(f"attribute must be a non-empty string, not {self.attribute!r}")
 
     def request_started(self, request: web.Request, mapping: Context) -> None:
-        if not OTEL_AVAILABLE:
-            return
         span = trace.get_current_span()
         if span.is_recording():
             span.set_attribute(self.attribute, mapping[keys.REQUEST_ID])

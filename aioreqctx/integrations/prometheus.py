@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-
-from .lifecycle import (
+from ..lifecycle import (
     ClientDisconnected,
     ConnectionCompleted,
     ConnectionOpened,
@@ -19,6 +17,12 @@ from .lifecycle import (
     RequestStarted,
     ResponseCompleted,
 )
+from . import missing_extra
+
+try:
+    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+except ImportError as error:
+    raise missing_extra("prometheus") from error
 
 
 class PrometheusCollector:
