@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -228,13 +226,3 @@ def test_a_client_without_the_integration_adds_nothing() -> None:
 def test_a_bad_tag_name_is_refused_naming_the_option(option: str, bad: Any) -> None:
     with pytest.raises(ValueError, match=option):
         AioreqctxIntegration(**{option: bad})
-
-
-def test_without_sentry_sdk_the_import_names_the_extra() -> None:
-    code = (
-        "import sys; sys.modules['sentry_sdk'] = None\n"
-        "try:\n    import aioreqctx.integrations.sentry\n"
-        "except ImportError as error:\n    print(error)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "pip install 'aioreqctx[sentry]'" in out.stdout

@@ -350,16 +350,6 @@ def test_a_bad_propagation_is_refused() -> None:
         JobContextMiddleware({"outside_request": "skip"})  # type: ignore[arg-type]
 
 
-def test_without_taskiq_the_import_names_the_extra() -> None:
-    code = (
-        "import sys; sys.modules['taskiq'] = None\n"
-        "try:\n    import aioreqctx.integrations.taskiq\n"
-        "except ImportError as error:\n    print(error)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "pip install 'aioreqctx[taskiq]'" in out.stdout
-
-
 def test_a_taskiq_worker_process_logs_under_the_handlers_id(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:

@@ -22,16 +22,15 @@ from aiohttp import web
 
 from .. import keys
 from ..store import Context, current_mapping
+from . import missing_extra
 
 try:
     import sentry_sdk
     from sentry_sdk.integrations import Integration
     from sentry_sdk.scope import add_global_event_processor
     from sentry_sdk.utils import event_from_exception
-except ImportError as error:  # the optional extra is not installed
-    raise ImportError(
-        "aioreqctx.integrations.sentry needs sentry-sdk: pip install 'aioreqctx[sentry]'"
-    ) from error
+except ImportError as error:
+    raise missing_extra("sentry") from error
 
 if TYPE_CHECKING:
     from sentry_sdk._types import Event, Hint

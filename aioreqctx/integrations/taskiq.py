@@ -23,14 +23,13 @@ from typing import Any
 from .. import keys
 from ..job_context import CARRIED_PARENT_JOB_ID, CARRIER_PREFIX, JobPropagation, JobScope
 from ..store import current_mapping
+from . import missing_extra
 
 try:
     from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
     from taskiq.exceptions import NoResultError
-except ImportError as error:  # the optional extra is not installed
-    raise ImportError(
-        "aioreqctx.integrations.taskiq needs taskiq: pip install 'aioreqctx[taskiq]'"
-    ) from error
+except ImportError as error:
+    raise missing_extra("taskiq") from error
 
 ATTEMPT_LABELS = ("_retries", "X-Taskiq-requeue")
 """taskiq's own labels that count earlier attempts: its retry middlewares' and requeue's."""
