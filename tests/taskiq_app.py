@@ -41,6 +41,8 @@ class Seen:
     job_id: str | None
     attempt: int | None
     parent_job_id: str | None
+    tenant: str | None
+    remaining: float | None
 
 
 def seen_now() -> Seen:
@@ -49,6 +51,8 @@ def seen_now() -> Seen:
         context.get(keys.JOB_ID),
         context.get(keys.JOB_ATTEMPT),
         context.get(keys.PARENT_JOB_ID),
+        context.get("tenant"),
+        context.remaining_time(),
     )
 
 

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -169,6 +170,26 @@ def test_tasks_kicked_from_child_tasks_threads_and_other_tasks(
     assert parent.parent_job_id is None
     assert grandchild.parent_job_id == parent.job_id
     assert grandchild.job_id != parent.job_id
+
+
+def test_the_deadline_and_the_configured_context_keys_travel(
+    make_app: Callable[..., TaskiqApp], loop_factory: LoopFactory
+) -> None:
+    app = make_app(context_keys=("tenant",))
+
+    async def main() -> None:
+        async with working(app):
+            deadline = time.monotonic() + 30
+            request = {keys.REQUEST_ID: "with-deadline", keys.DEADLINE: deadline, "tenant": "acme"}
+            async with context.scope(request):
+                await app.record.kiq("deadline")
+            await until(lambda: "deadline" in app.seen, "the task")
+
+    run(loop_factory, main)
+    ran = app.ran("deadline")
+    assert ran.tenant == "acme"
+    assert ran.remaining is not None
+    assert 20 < ran.remaining <= 30
 
 
 def test_200_concurrent_requests_each_kicking_a_task_see_no_cross_talk(
