@@ -4,6 +4,8 @@
 Python 3.11 to 3.14, under uvloop and with eager tasks.
 """
 
+__version__ = "0.1.0"
+
 from .access_log import AccessLogger, access_logger_for
 from .app_setup import setup
 from .client import ClientPropagation, DeadlineExceeded
@@ -122,6 +124,7 @@ __all__ = [
     "RequestStarted",
     "ResponseCompleted",
     "TaskFactory",
+    "__version__",
     "access_logger_for",
     "add_request_context",
     "asyncio_current_task",

@@ -66,7 +66,7 @@ class BufferedCollector:
             try:
                 self.on_flush(batch)
             except Exception:
-                logger.exception("aioreqctx: BufferedCollector on_flush callback failed")
+                logger.exception("BufferedCollector on_flush callback failed")
 
     def flush(self) -> list[LifecycleEvent]:
         """The events recorded since the last flush, oldest first; the buffer is emptied."""

@@ -117,7 +117,7 @@ class DeadlineObserver:
             left = parse_deadline(raw)
             if left is None:
                 logger.warning(
-                    "aioreqctx: invalid %s header from %s ignored (expected an RFC 3339 UTC time "
+                    "invalid %s header from %s ignored (expected an RFC 3339 UTC time "
                     'such as 2026-05-01T12:00:03.250Z): "%s"',
                     self.header,
                     request.remote,

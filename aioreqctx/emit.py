@@ -55,10 +55,17 @@ def _stdlib_sink(logger: logging.Logger) -> EventSink:
         if exc_info is not None:
             fields = {key: value for key, value in fields.items() if key != "exc_info"}
         line = " ".join([event, *(f"{key}={logfmt_value(value)}" for key, value in fields.items())])
-        extra = {key: value for key, value in fields.items() if key not in _RECORD_ATTRIBUTES}
-        extra["event"] = event
-        extra["event_fields"] = dict(fields)
-        logger.log(level, "%s", line, exc_info=exc_info, extra=extra)
+        if isinstance(exc_info, BaseException):
+            exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+        record = logger.makeRecord(logger.name, level, __file__, 0, "%s", (line,), exc_info)
+        # Set after the record is made, not as ``extra``: a record factory that already added
+        # the same field (install_log_record_factory's request_id) would make logging raise.
+        record.__dict__.update(
+            {key: value for key, value in fields.items() if key not in _RECORD_ATTRIBUTES},
+            event=event,
+            event_fields=dict(fields),
+        )
+        logger.handle(record)
 
     return sink
 
@@ -71,3 +78,11 @@ def _structlog_sink(logger: Any) -> EventSink:
             logger.log(level, event, **fields)
 
     return sink
+
+
+def enabled_check(logger: Any) -> Callable[[int], bool]:
+    """Whether a level would be written, so a filtered event costs no field building."""
+    if isinstance(logger, logging.Logger):
+        return logger.isEnabledFor
+    check: Callable[[int], bool] | None = getattr(logger, "is_enabled_for", None)
+    return check if callable(check) else lambda level: True

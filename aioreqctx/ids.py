@@ -99,7 +99,7 @@ def accepts(validator: Callable[[str], bool], candidate: str) -> bool:
     try:
         return bool(validator(candidate))
     except Exception:
-        logger.exception("aioreqctx: the request-ID validator raised; ID treated as invalid")
+        logger.exception("the request-ID validator raised; ID treated as invalid")
         return False
 
 
@@ -110,5 +110,5 @@ def generated_id(generator: Callable[[], str]) -> str:
     made = generator()
     if isinstance(made, str) and is_valid_request_id(made):
         return made
-    logger.error("aioreqctx: the generator returned %r, not a safe ID; using a UUID4", made)
+    logger.error("the generator returned %r, not a safe ID; using a UUID4", made)
     return new_request_id()

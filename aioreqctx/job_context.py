@@ -23,7 +23,7 @@ from typing import Any, Literal
 from . import keys
 from .deadline import format_deadline, parse_deadline
 from .dual import SyncOrAsync
-from .emit import event_sink
+from .emit import enabled_check, event_sink
 from .ids import accepts, escaped, generated_id, is_valid_request_id, new_request_id
 from .inflight import InFlightRegistry
 from .jsonsafe import safe_text
@@ -79,7 +79,14 @@ class JobEvents:
     (ERROR, with the traceback), a retry or a cancellation ``retry_level`` (WARNING, without).
     """
 
-    __slots__ = ("_sink", "error_level", "finished_level", "retry_level", "started_level")
+    __slots__ = (
+        "_enabled",
+        "_sink",
+        "error_level",
+        "finished_level",
+        "retry_level",
+        "started_level",
+    )
 
     def __init__(
         self,
@@ -98,20 +105,26 @@ class JobEvents:
         ):
             if not isinstance(level, int) or isinstance(level, bool):
                 raise TypeError(f"{option} must be a logging level number, not {level!r}")
+        if isinstance(logger, str):
+            logger = logging.getLogger(logger)
         self._sink = event_sink(logger)
+        self._enabled = enabled_check(logger)
         self.started_level = started_level
         self.finished_level = finished_level
         self.error_level = error_level
         self.retry_level = retry_level
 
     def started(self, mapping: Context) -> None:
-        self._sink(self.started_level, "job_started", _job_fields(mapping))
+        if self._enabled(self.started_level):
+            self._sink(self.started_level, "job_started", _job_fields(mapping))
 
     def ended(self, mapping: Context, outcome: Outcome, error: Mapping[str, Any]) -> None:
         level = {
             "success": self.finished_level,
             "error": self.error_level,
         }.get(outcome, self.retry_level)
+        if not self._enabled(level):
+            return
         event = "job_finished" if outcome == "success" else "job_failed"
         start = mapping[keys.START_MONOTONIC]
         fields = _job_fields(mapping)
@@ -227,6 +240,7 @@ class JobScope(SyncOrAsync[Context]):
         "_carrier",
         "_job_id",
         "_job_name",
+        "_mapping",
         "_propagation",
         "_retrying",
         "_scope",
@@ -249,16 +263,17 @@ class JobScope(SyncOrAsync[Context]):
         self._attempt = attempt
         self._retrying = retrying
         self._scope: scope | None = None
+        self._mapping: Context = {}
 
     def __enter__(self) -> Context:
         if self._scope is not None:
             raise RuntimeError("this job scope is already open; create a new one per job")
         seed, problems = self._seed()
         self._scope = scope(seed)
-        mapping = self._scope.__enter__()
+        self._mapping = mapping = self._scope.__enter__()
         if problems:  # logged inside the job's context: the line has the job's (new) ID
             logger.warning(
-                "aioreqctx: job %s (id %s): invalid carried %s ignored",
+                "job %s (id %s): invalid carried %s ignored",
                 mapping[keys.JOB_NAME],
                 mapping[keys.JOB_ID],
                 "; ".join(f'{what} "{shown}"' for what, shown in problems),
@@ -278,7 +293,7 @@ class JobScope(SyncOrAsync[Context]):
     ) -> None:
         assert self._scope is not None, "__exit__ without __enter__"
         open_scope, self._scope = self._scope, None
-        mapping = current_mapping.get()
+        mapping = self._mapping
         propagation = self._propagation
         try:
             if propagation.events is not None:

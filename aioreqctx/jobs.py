@@ -75,7 +75,7 @@ class request_context(SyncOrAsync[RequestContext]):  # noqa: N801 - used like co
             if self._request_id is not None:
                 values[keys.REJECTED_REQUEST_ID] = escaped(safe_text(self._request_id))
                 logger.warning(
-                    'aioreqctx: request_context(%s): invalid request_id "%s" replaced',
+                    'request_context(%s): invalid request_id "%s" replaced',
                     escaped(self._name),
                     values[keys.REJECTED_REQUEST_ID],
                 )

@@ -148,7 +148,7 @@ class RequestIdMiddleware:
         if rejected is not None:  # logged in the request's context: the line has the new ID
             header_name, shown = rejected
             logger.warning(
-                'aioreqctx: invalid %s header from %s ignored: "%s"',
+                'invalid %s header from %s ignored: "%s"',
                 header_name,
                 request.remote,
                 shown,
@@ -255,7 +255,7 @@ def _notify(callback: Callable[..., None], *args: Any) -> None:
     try:
         callback(*args)
     except Exception:
-        logger.exception("aioreqctx: request observer %r failed", callback)
+        logger.exception("request observer %r failed", callback)
 
 
 def _client_gone(request: web.Request) -> bool:

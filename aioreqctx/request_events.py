@@ -29,7 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from . import keys
-from .emit import event_sink
+from .emit import enabled_check, event_sink
 from .request_view import REQUESTS_LOGGER, error_fields
 from .store import Context
 
@@ -88,7 +88,7 @@ class RequestEvents:
         if isinstance(logger, str):
             logger = logging.getLogger(logger)
         self._sink = event_sink(logger)
-        self._enabled = _enabled_check(logger)
+        self._enabled = enabled_check(logger)
         self._exact = frozenset(path for path in paths if isinstance(path, str))
         self._patterns = tuple(path for path in paths if isinstance(path, re.Pattern))
         self.started_level = started_level
@@ -138,11 +138,3 @@ def _fields(request: web.Request, mapping: Context, status: int | None) -> dict[
         "status": status,
         "duration_ms": duration_ms,
     }
-
-
-def _enabled_check(logger: Any) -> Callable[[int], bool]:
-    """Whether a level would be written, so a filtered event costs no field building."""
-    if isinstance(logger, logging.Logger):
-        return logger.isEnabledFor
-    check: Callable[[int], bool] | None = getattr(logger, "is_enabled_for", None)
-    return check if callable(check) else lambda level: True

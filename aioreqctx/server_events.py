@@ -309,12 +309,12 @@ def _safely(callback: Callable[..., None], *args: Any) -> None:
     try:
         callback(*args)
     except Exception:
-        logger.exception("aioreqctx: recording a lifecycle event failed")
+        logger.exception("recording a lifecycle event failed")
 
 
 def _cannot_hook(what: str) -> None:
     logger.warning(
-        "aioreqctx: aiohttp no longer has %s, so connection lifecycle events are off "
+        "aiohttp no longer has %s, so connection lifecycle events are off "
         "(request events still work); please report this with your aiohttp version",
         what,
     )

@@ -103,10 +103,12 @@ def spawn_in_thread(marker: str) -> str:
 
 @app.task(bind=True, max_retries=1)
 def flaky(self: Task[Any, Any], marker: str) -> dict[str, Any]:
-    """Fails its first attempt with a retry."""
+    """Fails its first attempt with a retry. The countdown makes the retry wait for the first
+    attempt's RETRY state to be stored: without one, a threads pool can run the second attempt
+    first and its SUCCESS is then overwritten (Celery's race, not aioreqctx's)."""
     logger.info("flaky %s attempt %s", marker, aioreqctx.get(keys.JOB_ATTEMPT))
     if self.request.retries == 0:
-        raise self.retry(countdown=0)
+        raise self.retry(countdown=1)
     return seen()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,14 +14,17 @@ from aiohttp import ClientSession, web
 from aiohttp.typedefs import Handler
 from arq import Retry, create_pool, cron
 from arq.connections import ArqRedis, RedisSettings
+from arq.cron import CronJob
 from arq.jobs import Job
-from arq.worker import Worker, func
+from arq.typing import StartupShutdown, WorkerCoroutine
+from arq.worker import Function, Worker, create_worker, func
 
 import aioreqctx as context
 from aioreqctx import keys
 from aioreqctx.integrations.arq import CARRIER_FIELD, ArqPropagation
 from aioreqctx.job_context import CARRIED_PARENT_JOB_ID, CARRIED_REQUEST_ID
 
+from .conftest import LoopFactory, run
 from .http_helpers import serving
 from .log_capture import ListHandler, attached, capture
 from .redis_server import RedisServer
@@ -93,15 +96,25 @@ async def pool_for(redis_server: RedisServer, jobs: ArqPropagation) -> AsyncIter
 
 
 async def drain(redis_server: RedisServer, jobs: ArqPropagation, **options: Any) -> Worker:
-    """Run a burst worker (arq's own, configured as users do) until the queue is empty."""
-    options.setdefault("functions", jobs.functions([record, enqueue_child, flaky]))
-    worker = Worker(
+    """Run a burst worker until the queue is empty, made from a ``WorkerSettings`` class the
+    way ``arq module.WorkerSettings`` makes it; ``options`` override its settings."""
+
+    class WorkerSettings:  # typed as arq's WorkerSettingsBase asks
+        functions: Sequence[WorkerCoroutine | Function] = jobs.functions(
+            [record, enqueue_child, flaky]
+        )
+        cron_jobs: Sequence[CronJob] | None = None
+        on_startup: StartupShutdown | None = None
+        on_shutdown: StartupShutdown | None = None
+        job_serializer = jobs.serialize
+        job_deserializer = jobs.deserialize
+
+    worker = create_worker(
+        WorkerSettings,
         redis_settings=settings(redis_server),
         burst=True,
         poll_delay=0.01,
         handle_signals=False,
-        job_serializer=jobs.serialize,
-        job_deserializer=jobs.deserialize,
         **options,
     )
     try:
@@ -146,7 +159,7 @@ async def get_id(session: ClientSession, url: str) -> str:
 
 
 def test_jobs_enqueued_by_a_handler_its_tasks_threads_and_jobs_carry_its_id(
-    redis_server: RedisServer, job_lines: ListHandler
+    redis_server: RedisServer, job_lines: ListHandler, loop_factory: LoopFactory
 ) -> None:
     jobs = ArqPropagation(context.JobPropagation(events=context.JobEvents()))
     seen.clear()
@@ -159,7 +172,7 @@ def test_jobs_enqueued_by_a_handler_its_tasks_threads_and_jobs_carry_its_id(
         return request_id
 
     with capture("aioreqctx.jobs") as events:
-        request_id = asyncio.run(main())
+        request_id = run(loop_factory, main)
     assert set(seen) == {"handler", "child-task", "thread", "job", "job/child"}
     assert {label: values["request_id"] for label, values in seen.items()} == dict.fromkeys(
         seen, request_id
@@ -211,6 +224,7 @@ def test_a_retried_job_keeps_its_id_and_counts_attempts(redis_server: RedisServe
             async with context.request_context("req-retry"):
                 await pool.enqueue_job("flaky", "f")
                 await pool.enqueue_job("record", "deferred", _defer_by=0.2)
+                await pool.enqueue_job("record", "third try", _job_try=3)
             await drain(redis_server, jobs)
 
     with capture("aioreqctx.jobs") as events:
@@ -220,6 +234,7 @@ def test_a_retried_job_keeps_its_id_and_counts_attempts(redis_server: RedisServe
     assert (second["request_id"], second["attempt"]) == ("req-retry", 2)
     assert first["job_id"] == second["job_id"]
     assert seen["deferred"]["request_id"] == "req-retry"
+    assert (seen["third try"]["request_id"], seen["third try"]["attempt"]) == ("req-retry", 3)
     outcomes = [
         (event["job_name"], event["attempt"], event["outcome"])
         for event in events.fields("job_failed") + events.fields("job_finished")
@@ -228,6 +243,7 @@ def test_a_retried_job_keeps_its_id_and_counts_attempts(redis_server: RedisServe
         ("flaky", 1, "retry"),
         ("flaky", 2, "success"),
         ("record", 1, "success"),
+        ("record", 3, "success"),
     ]
     assert [r.levelno for r in events.records if r.event_fields.get("outcome") == "retry"] == [  # type: ignore[attr-defined]
         logging.WARNING

@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp import ClientSession, web
-from celery import chain, group
-from celery.result import AsyncResult
+from celery import chain, group, states
+from celery.result import AsyncResult, GroupResult
 from celery.signals import after_task_publish
 
 import aioreqctx
@@ -46,14 +46,16 @@ STDLIB_LINE = re.compile(
 
 @dataclass
 class Worker:
-    """A running ``celery worker`` and its captured output (stdout and stderr, one file)."""
+    """A running ``celery worker``: its stderr (Celery's log lines) and its stdout (structlog's
+    JSON lines) captured in two files, so that lines of the two streams never interleave."""
 
     pool: str
-    output: Path
+    stderr: Path
+    stdout: Path
     process: subprocess.Popen[bytes]
 
     def lines(self) -> list[str]:
-        return self.output.read_text(errors="replace").splitlines()
+        return self.stderr.read_text(errors="replace").splitlines()
 
     def stdlib(self, message: str, *, prefix: bool = False) -> list[re.Match[str]]:
         """The stdlib lines (Celery's handler and format) whose message is ``message`` (or,
@@ -69,11 +71,10 @@ class Worker:
     def events(self, **fields: Any) -> list[dict[str, Any]]:
         """The structlog JSON lines having every one of ``fields``."""
         found = []
-        for line in self.lines():
-            if line.startswith("{"):
-                event = json.loads(line)
-                if all(event.get(name) == value for name, value in fields.items()):
-                    found.append(event)
+        for line in self.stdout.read_text(errors="replace").splitlines():
+            event = json.loads(line) if line.startswith("{") else {}  # or Celery's banner
+            if event and all(event.get(name) == value for name, value in fields.items()):
+                found.append(event)
         return found
 
     def wait_for(self, what: str, found: Callable[[], list[Any]]) -> list[Any]:
@@ -88,7 +89,6 @@ class Worker:
 
 
 def start_worker(pool: str, redis: RedisServer, directory: Path) -> Worker:
-    output = directory / f"worker-{pool}.log"
     command = [
         *(sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker"),
         *("--pool", pool, "--loglevel", "INFO", "--hostname", f"{pool}@aioreqctx-tests"),
@@ -96,11 +96,10 @@ def start_worker(pool: str, redis: RedisServer, directory: Path) -> Worker:
         *(() if pool == "solo" else ("--concurrency", "4")),
     ]
     environment = {**os.environ, celery_app.BROKER_ENVIRONMENT: redis.url}
-    with output.open("wb") as sink:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=environment, stdout=sink, stderr=subprocess.STDOUT
-        )
-    worker = Worker(pool, output, process)
+    stderr, stdout = directory / f"{pool}.stderr", directory / f"{pool}.stdout"
+    with stderr.open("wb") as errors, stdout.open("wb") as output:
+        process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=output, stderr=errors)
+    worker = Worker(pool, stderr, stdout, process)
     worker.wait_for("'ready.' line", lambda: [line for line in worker.lines() if " ready." in line])
     return worker
 
@@ -117,8 +116,7 @@ def stop_worker(worker: Worker) -> None:
 @pytest.fixture(scope="module")
 def celery_redis(redis_server: RedisServer) -> RedisServer:
     """The publishing side (this process) uses the private Redis as broker and result store."""
-    celery_app.app.conf.broker_url = redis_server.url
-    celery_app.app.conf.result_backend = redis_server.url
+    celery_app.app.conf.update(broker_url=redis_server.url, result_backend=redis_server.url)
     return redis_server
 
 
@@ -138,7 +136,25 @@ def worker(
 
 
 def result_of(task_id: str) -> Any:
-    return AsyncResult(task_id, app=celery_app.app).get(timeout=RESULT_TIMEOUT)
+    """The task's return value (or its exception, raised), polled from the result store.
+
+    Not ``AsyncResult.get()``: its pub/sub consumer can deadlock when the garbage collector
+    finalizes another ``AsyncResult`` while it subscribes (seen with 200 results here).
+    """
+    backend = celery_app.app.backend
+    deadline = time.monotonic() + RESULT_TIMEOUT
+    while (meta := backend.get_task_meta(task_id))["status"] not in states.READY_STATES:
+        assert time.monotonic() < deadline, f"task {task_id} not done in {RESULT_TIMEOUT}s"
+        time.sleep(0.01)
+    if meta["status"] != states.SUCCESS:
+        raise backend.exception_to_python(meta["result"])
+    return meta["result"]
+
+
+def carried_value_warnings(worker: Worker, task_name: str, task_id: str) -> list[re.Match[str]]:
+    """The lines saying that what this task carried was invalid."""
+    lines = worker.stdlib(f"job {task_name} (id {task_id}): invalid carried", prefix=True)
+    return [line for line in lines if line["logger"] == "aioreqctx"]
 
 
 def check_job_lines(worker: Worker, marker: str, seen: dict[str, Any]) -> None:
@@ -256,12 +272,14 @@ def test_each_task_of_a_chain_and_a_group_carries_the_id(worker: Worker) -> None
     markers = [f"{worker.pool}-canvas-{n}" for n in range(4)]
     with aioreqctx.scope({keys.REQUEST_ID: request_id}):
         chained = chain(record.si(markers[0]), record.si(markers[1])).apply_async()
-        grouped = group(record.si(markers[2]), record.si(markers[3])).apply_async()
-    second = chained.get(timeout=RESULT_TIMEOUT)
-    first = chained.parent.get(timeout=RESULT_TIMEOUT)
+        grouped = cast(  # celery-types says AsyncResult; a group's is a GroupResult
+            GroupResult, group(record.si(markers[2]), record.si(markers[3])).apply_async()
+        )
+    assert isinstance(chained.parent, AsyncResult)
+    second, first = result_of(chained.id), result_of(chained.parent.id)
     assert first["parent_job_id"] is None  # published by this process
     assert second["parent_job_id"] == first["job_id"]  # published by the worker, after the first
-    members = grouped.get(timeout=RESULT_TIMEOUT)
+    members = [result_of(member.id) for member in grouped.results or ()]
     assert [seen["parent_job_id"] for seen in members] == [None, None]
     for marker, seen in zip(markers, [first, second, *members], strict=True):
         assert seen["request_id"] == request_id
@@ -293,9 +311,9 @@ def test_200_concurrent_requests_each_publishing_have_no_cross_talk(worker: Work
 
 
 def test_a_retried_task_keeps_its_id_with_attempt_2(worker: Worker) -> None:
-    request_id, marker = f"retry-{worker.pool}", f"{worker.pool}-retried"
+    request_id = f"retry-{worker.pool}"
     with aioreqctx.scope({keys.REQUEST_ID: request_id}):
-        task_id = flaky.delay(marker).id
+        task_id = flaky.delay(f"{worker.pool}-retried").id
     seen = result_of(task_id)
     assert (seen["request_id"], seen["job_id"], seen["attempt"], seen["parent_job_id"]) == (
         request_id,
@@ -303,11 +321,7 @@ def test_a_retried_task_keeps_its_id_with_attempt_2(worker: Worker) -> None:
         2,
         None,
     )
-    for attempt in (1, 2):
-        [line] = worker.wait_for(
-            f"attempt {attempt}", lambda a=attempt: worker.stdlib(f"flaky {marker} attempt {a}")
-        )
-        assert line["request_id"] == request_id
+    check_attempt_lines(worker, f"{worker.pool}-retried", request_id)
     [retry] = worker.wait_for(
         "job_failed outcome=retry",
         lambda: worker.stdlib(f"job_failed request_id={request_id} ", prefix=True),
@@ -315,6 +329,29 @@ def test_a_retried_task_keeps_its_id_with_attempt_2(worker: Worker) -> None:
     assert retry["level"] == "WARNING"
     assert "attempt=1 " in retry["message"]
     assert "outcome=retry" in retry["message"]
+
+
+def test_a_retry_keeps_the_id_the_first_attempt_was_given(worker: Worker) -> None:
+    """Carried nothing (published outside a request) or an invalid ID: the first attempt gets a
+    new ID, and the retry it publishes carries that one, not the message's original headers."""
+    for case, headers in (("none", {}), ("invalid", {CARRIED_REQUEST_ID: "bad\r\nid"})):
+        marker = f"{worker.pool}-retried-{case}"
+        task_id = flaky.apply_async((marker,), headers=headers).id
+        seen = result_of(task_id)
+        assert (seen["attempt"], seen["parent_job_id"]) == (2, None)  # not its own parent
+        assert aioreqctx.is_valid_request_id(seen["request_id"])
+        check_attempt_lines(worker, marker, seen["request_id"])
+        warnings = carried_value_warnings(worker, "tests.celery_app.flaky", task_id)
+        assert len(warnings) == (1 if headers else 0), case
+
+
+def check_attempt_lines(worker: Worker, marker: str, request_id: str) -> None:
+    for attempt in (1, 2):
+        [line] = worker.wait_for(
+            f"attempt {attempt} of {marker}",
+            lambda a=attempt: worker.stdlib(f"flaky {marker} attempt {a}"),  # type: ignore[misc]
+        )
+        assert line["request_id"] == request_id, (marker, attempt)
 
 
 BAD_CARRIED_IDS: dict[str, dict[str, object]] = {
@@ -329,14 +366,12 @@ BAD_CARRIED_IDS: dict[str, dict[str, object]] = {
 def test_invalid_carried_values_give_a_new_id_and_one_escaped_warning(worker: Worker) -> None:
     for case, headers in BAD_CARRIED_IDS.items():
         marker = f"{worker.pool}-bad-{case}"
-        task_id = record.apply_async((marker,), headers=headers).id
+        task_id = record.apply_async((marker,), headers=headers).id  # type: ignore[arg-type]
         seen = result_of(task_id)
         assert aioreqctx.is_valid_request_id(seen["request_id"]), case
         assert seen["request_id"] not in (headers.get(CARRIED_REQUEST_ID), "-"), case
         check_job_lines(worker, marker, seen)
-        [warning] = worker.stdlib(
-            f"aioreqctx: job tests.celery_app.record (id {task_id})", prefix=True
-        )
+        [warning] = carried_value_warnings(worker, "tests.celery_app.record", task_id)
         assert warning["level"] == "WARNING"
         assert warning["request_id"] == seen["request_id"]
         assert len(warning[0]) < 400, case  # escaped and truncated
@@ -387,9 +422,7 @@ def test_publishing_outside_a_request_follows_outside_request(worker: Worker) ->
     assert seen_generated["request_id"] == carried
     for marker, seen in (("skip", seen_skipped), ("generate", seen_generated)):
         check_job_lines(worker, f"{worker.pool}-outside-{marker}", seen)
-        assert not worker.stdlib(
-            f"aioreqctx: job tests.celery_app.record (id {seen['job_id']})", prefix=True
-        )
+        assert not carried_value_warnings(worker, "tests.celery_app.record", seen["job_id"])
 
 
 def test_an_eager_apply_runs_in_a_job_seeded_from_the_callers_context() -> None:
@@ -418,3 +451,12 @@ def test_importing_without_celery_names_the_extra(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delitem(sys.modules, "aioreqctx.integrations.celery")
     with pytest.raises(ImportError, match=re.escape("pip install 'aioreqctx[celery]'")):
         importlib.import_module("aioreqctx.integrations.celery")
+
+
+def test_an_id_the_publisher_put_in_the_headers_is_kept(worker: Worker) -> None:
+    marker = f"{worker.pool}-explicit"
+    with aioreqctx.scope({keys.REQUEST_ID: "from-context"}):
+        task_id = record.apply_async((marker,), headers={CARRIED_REQUEST_ID: "explicit-1"}).id
+    seen = result_of(task_id)
+    assert seen["request_id"] == "explicit-1"
+    check_job_lines(worker, marker, seen)

@@ -8,7 +8,10 @@ import logging
 import pytest
 import structlog
 
+import aioreqctx
 from aioreqctx.emit import event_sink, logfmt_value
+
+from .log_capture import ListHandler, attached
 
 
 class Unprintable:
@@ -60,3 +63,17 @@ def test_values_are_bare_only_when_safe() -> None:
 def test_anything_else_is_refused() -> None:
     with pytest.raises(TypeError, match="structlog logger"):
         event_sink(42)
+
+
+def test_stdlib_event_with_a_record_factory_that_adds_the_same_field() -> None:
+    """install_log_record_factory stamps request_id on every record; the access log's own
+    request_id field used to make logging raise KeyError ("Attempt to overwrite")."""
+    uninstall = aioreqctx.install_log_record_factory()
+    handler = ListHandler("%(request_id)s %(message)s")
+    try:
+        with attached("tests.emit.factory", handler):
+            event_sink("tests.emit.factory")(logging.INFO, "access", {"request_id": "r-1"})
+    finally:
+        uninstall()
+    assert handler.lines == ["r-1 access request_id=r-1"]
+    assert handler.records[0].event_fields == {"request_id": "r-1"}  # type: ignore[attr-defined]

@@ -135,7 +135,7 @@ def test_invalid_carried_ids_give_a_new_id_and_one_escaped_warning(carried: obje
     assert context.is_valid_request_id(new_id)
     assert len(new_id) == 36
     (line,) = handler.lines
-    assert line.startswith(f"WARNING {new_id} aioreqctx: job n (id j): invalid carried ")
+    assert line.startswith(f"WARNING {new_id} job n (id j): invalid carried ")
     assert "\r" not in line
     assert "\n" not in line
     assert len(line) < 400
@@ -279,3 +279,14 @@ def test_one_scope_opens_once() -> None:
     job = PROPAGATION.job_scope({}, job_id="1", job_name="n")
     with job, pytest.raises(RuntimeError, match="already open"):
         job.__enter__()
+
+
+def test_job_events_below_the_loggers_level_are_not_written() -> None:
+    propagation = JobPropagation(events=JobEvents())
+    with capture("aioreqctx.jobs", logging.WARNING) as captured:
+        with propagation.job_scope({}, job_id="1", job_name="quiet"):
+            pass
+        with pytest.raises(KeyError), propagation.job_scope({}, job_id="2", job_name="loud"):
+            raise KeyError("missing")
+    assert captured.events() == ["job_failed"]
+    assert captured.fields("job_failed")[0]["job_name"] == "loud"

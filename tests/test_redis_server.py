@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from .redis_server import RedisServer
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .redis_server import INSTALL_HINT, RedisServer
 
 
 def test_the_private_redis_server_stores_and_flushes(redis_server: RedisServer) -> None:
@@ -13,3 +18,19 @@ def test_the_private_redis_server_stores_and_flushes(redis_server: RedisServer) 
     redis_server.flushall()
     assert redis_server.command("GET", "probe") == b"$-1\r\n"
     assert redis_server.directory.is_dir()
+
+
+def test_without_redis_server_the_tests_fail_saying_how_to_install_it(tmp_path: Path) -> None:
+    """A missing redis-server must never turn into silently skipped job tests."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "stores"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PATH": str(tmp_path)},  # an empty PATH: no redis-server on it
+        cwd=Path(__file__).parent.parent,
+    )
+    assert result.returncode != 0
+    assert INSTALL_HINT in result.stdout
+    assert "skipped" not in result.stdout

@@ -19,7 +19,7 @@ import pickle
 from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import replace
-from typing import Any
+from typing import Any, overload
 
 from ..job_context import JobPropagation
 from . import missing_extra
@@ -84,13 +84,21 @@ class ArqPropagation:
             _carried.set(data.pop(CARRIER_FIELD, None))
         return data
 
-    def job(self, coroutine: WorkerCoroutine | Function) -> Any:
+    @overload
+    def job(self, coroutine: Function) -> Function: ...
+
+    @overload
+    def job(self, coroutine: WorkerCoroutine) -> WorkerCoroutine: ...
+
+    def job(self, coroutine: WorkerCoroutine | Function) -> WorkerCoroutine | Function:
         """``coroutine`` (or an ``arq.func(...)``) run in a fresh job context; name kept."""
         if isinstance(coroutine, Function):
             return replace(coroutine, coroutine=self._wrapped(coroutine.coroutine, coroutine.name))
         return self._wrapped(coroutine, coroutine.__qualname__)
 
-    def functions(self, functions: Iterable[WorkerCoroutine | Function]) -> list[Any]:
+    def functions(
+        self, functions: Iterable[WorkerCoroutine | Function]
+    ) -> list[WorkerCoroutine | Function]:
         """``WorkerSettings.functions`` with every function wrapped by ``job``."""
         return [self.job(function) for function in functions]
 
@@ -121,7 +129,7 @@ def _warn_unconfigured() -> None:
     if not _warned_unconfigured:
         _warned_unconfigured = True
         logger.warning(
-            "aioreqctx: an arq job ran without ArqPropagation.deserialize as the worker's "
+            "an arq job ran without ArqPropagation.deserialize as the worker's "
             "job_deserializer, so it cannot see what its enqueuer carried; every such job gets "
             "a new ID (said once)"
         )

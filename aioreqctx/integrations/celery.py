@@ -23,20 +23,19 @@ from ..job_context import (
     JobScope,
 )
 from ..store import current_mapping
+from . import missing_extra
 
 try:
     from celery import signals
     from celery.exceptions import Retry
-except ImportError as error:  # pragma: no cover - exercised without the extra only
-    raise ImportError(
-        "aioreqctx.integrations.celery needs Celery: pip install 'aioreqctx[celery]'"
-    ) from error
+except ImportError as error:
+    raise missing_extra("celery") from error
 
 __all__ = ["setup_celery"]
 
 _DISPATCH_UID = "aioreqctx.integrations.celery"
 _installed_lock = threading.Lock()
-_installed: list[CeleryPropagation] = []
+_installed: list[_Receivers] = []
 
 
 class _OpenJobs(threading.local):
@@ -51,7 +50,7 @@ class _OpenJobs(threading.local):
         self.stack: list[tuple[str, JobScope]] = []
 
 
-class CeleryPropagation:
+class _Receivers:
     """The signal receivers of one ``setup_celery`` call."""
 
     def __init__(self, propagation: JobPropagation) -> None:
@@ -142,7 +141,7 @@ def setup_celery(propagation: JobPropagation | None = None) -> Callable[[], None
         propagation = JobPropagation()
     elif not isinstance(propagation, JobPropagation):
         raise TypeError(f"propagation must be a JobPropagation, not {propagation!r}")
-    receivers = CeleryPropagation(propagation)
+    receivers = _Receivers(propagation)
     connections = (
         (signals.before_task_publish, receivers.on_publish),
         (signals.task_prerun, receivers.on_prerun),
