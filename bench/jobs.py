@@ -48,7 +48,7 @@ from typing import Any
 import redis
 from arq import Worker, create_pool
 from arq.connections import ArqRedis, RedisSettings
-from celery import Celery  # type: ignore[import-untyped]  # Celery ships no types
+from celery import Celery
 from taskiq import AsyncBroker
 from taskiq.receiver import Receiver
 from taskiq_redis import ListQueueBroker
