@@ -4,7 +4,7 @@ VENV ?= .venv
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
 SOURCES := aioreqctx tests examples bench
 
-.PHONY: demo serve test lint typecheck pytest test-all bench bench-http redis-server clean
+.PHONY: demo serve test lint typecheck pytest test-all docs docs-serve bench bench-http redis-server clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ test-all:
 	  $(MAKE) --no-print-directory pytest PYTHON=$$py VENV=.venv-$$version || exit 1; \
 	done; [ $$found = 1 ] || { echo "no Python 3.11+ under $(PYENV_ROOT)/versions"; exit 1; }
 
+# The docs site (MkDocs, Material, mkdocstrings): any warning, broken link or reference fails.
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-serve: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --strict --dev-addr 127.0.0.1:8000
+
 # One benchmark after the other, never in parallel (even under make -j): they share the cores.
 bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/tasks.py
@@ -60,4 +67,4 @@ bench-http: $(VENV)/.installed
 	$(VENV)/bin/python bench/http_middleware.py --together
 
 clean:
-	rm -rf .venv .venv-* .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
+	rm -rf .venv .venv-* .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info site dist build

@@ -31,7 +31,7 @@ from .factories import (
     copying_task_factory,
     task_factory_for,
 )
-from .ids import is_valid_request_id, new_request_id, trace_id_of
+from .ids import is_safe_request_id, is_valid_request_id, new_request_id, trace_id_of
 from .inflight import InFlightEntry, InFlightRegistry
 from .job_context import JobEvents, JobPropagation, JobScope
 from .jobs import request_context
@@ -65,15 +65,17 @@ from .middleware import (
     CLIENT_CLOSED_REQUEST,
     REQUEST_CONTEXT,
     UNHANDLED_ERROR,
+    UNTRUSTED_PEER,
     RequestIdMiddleware,
     request_id_middleware,
 )
 from .observers import RequestObserver
 from .request_events import RequestEvents, level_for_status
 from .request_view import RequestContext
+from .serving_loop import loop_factory
 from .stdlib_logging import RequestContextFilter, install_log_record_factory
 from .store import NO_LOOP_EXCEPTION_MSG, Context, clear, get, scope, set  # noqa: A004
-from .structlog_processor import add_request_context, request_context_processor
+from .structlog_processor import add_event_fields, add_request_context, request_context_processor
 from .threads import bind_context, run_in_executor
 from .timing import OperationTimings, elapsed_ms, timed_operation
 
@@ -95,6 +97,7 @@ __all__ = [
     "START_MONOTONIC",
     "START_TIME",
     "UNHANDLED_ERROR",
+    "UNTRUSTED_PEER",
     "AccessLogger",
     "BufferedCollector",
     "ClientDisconnected",
@@ -126,6 +129,7 @@ __all__ = [
     "TaskFactory",
     "__version__",
     "access_logger_for",
+    "add_event_fields",
     "add_request_context",
     "asyncio_current_task",
     "bind_context",
@@ -138,11 +142,13 @@ __all__ = [
     "elapsed_ms",
     "get",
     "install_log_record_factory",
+    "is_safe_request_id",
     "is_valid_request_id",
     "json_safe",
     "level_for_status",
     "log_context",
     "logger",
+    "loop_factory",
     "new_request_id",
     "next_connection_id",
     "remaining_time",

@@ -3,8 +3,9 @@
 aiohttp calls the access logger in the request's task after the middleware has returned, but
 it also calls it for requests the middleware never saw (a malformed request line), so the ID is
 read from the request object (``REQUEST_CONTEXT``), not from the ContextVar. A client that
-disconnected still gets a line: the status the handler produced, 0 bytes and
-``disconnected=true`` (platform notes, pitfalls 15 and 16).
+disconnected still gets a line: the status the handler produced (499 when a streaming write
+failed or ``handler_cancellation=True`` cancelled it: the middleware answers those so that
+aiohttp logs them), 0 bytes and ``disconnected=true`` (platform notes, pitfalls 15 and 16).
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 In the style of ``aiohttp_session.setup``: the middleware (outermost), the
 ``on_response_prepare`` handler that labels streaming and WebSocket responses, and the
 observers that request events, the in-flight registry and lifecycle events need. Each option
-left at its default installs nothing, so the request path costs only what is asked for.
+left at its default installs nothing, so the request path costs only what is asked for. Every
+option is checked here, against one table, so a mistake is refused before the app serves, by
+the option's name.
 """
 
 from __future__ import annotations
@@ -13,14 +15,73 @@ from typing import Any
 
 from aiohttp import web
 
+from .factories import TaskFactory
 from .inflight import InFlightRegistry
 from .lifecycle import LifecycleCollector, LifecycleEvent, NoopCollector, as_collector
 from .middleware import RequestIdMiddleware
 from .observers import RequestObserver
 from .request_events import RequestEvents
 from .server_events import ServerEvents
+from .serving_loop import factory_while_serving
 
 MIDDLEWARE: web.AppKey[RequestIdMiddleware] = web.AppKey("aioreqctx.middleware")
+
+
+def _sequence_of(kind: type) -> Callable[[Any], bool]:
+    return lambda value: (
+        isinstance(value, tuple | list) and all(isinstance(item, kind) for item in value)
+    )
+
+
+def _exactly(kind: type) -> Callable[[Any], bool]:
+    return lambda value: type(value) is kind
+
+
+def _optional(accepts: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or accepts(value)
+
+
+def _is_collector(value: Any) -> bool:
+    return value is None or callable(value) or callable(getattr(value, "record", None))
+
+
+OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    # setup's own options
+    "collector": (_is_collector, "a LifecycleCollector, a function taking one event, or None"),
+    "worker_id": (_optional(_exactly(int)), "an int or None"),
+    "request_events": (
+        lambda value: type(value) is bool or isinstance(value, RequestEvents),
+        "True, False or a RequestEvents",
+    ),
+    "registry": (
+        _optional(lambda value: isinstance(value, InFlightRegistry)),
+        "an InFlightRegistry",
+    ),
+    "task_factory": (_optional(callable), "a task factory (loop, coro, **kwargs) or None"),
+    # RequestIdMiddleware's fields
+    "header_names": (_sequence_of(str), "a tuple of header names"),
+    "response_header": (lambda value: isinstance(value, str), "a header name (a string)"),
+    "validator": (callable, "a function taking an ID and returning a bool"),
+    "generator": (callable, "a function returning a new ID"),
+    "on_invalid": (lambda value: value in ("regenerate", "reject"), "'regenerate' or 'reject'"),
+    "trusted_networks": (_sequence_of(str), "a tuple of CIDR strings"),
+    "server_timing": (_exactly(bool), "True or False"),
+    "observers": (_sequence_of(object), "a tuple of request observers"),
+}
+"""Every option ``setup`` takes: what it accepts, and how the error describes it."""
+
+
+def check_options(options: dict[str, Any]) -> None:
+    """Refuse an unknown option or a value of the wrong kind, naming the option."""
+    for name, value in options.items():
+        rule = OPTIONS.get(name)
+        if rule is None:
+            raise TypeError(
+                f"setup() got an unexpected option {name!r}; the options are: {', '.join(OPTIONS)}"
+            )
+        accepts, expected = rule
+        if not accepts(value):
+            raise TypeError(f"setup(): {name} must be {expected}, not {value!r}")
 
 
 def setup(
@@ -30,6 +91,7 @@ def setup(
     worker_id: int | None = None,
     request_events: RequestEvents | bool = False,
     registry: InFlightRegistry | None = None,
+    task_factory: TaskFactory | None = None,
     **options: Any,
 ) -> RequestIdMiddleware:
     """Install the middleware (outermost) and the ``on_response_prepare`` handler on ``app``.
@@ -38,23 +100,32 @@ def setup(
     label aiohttp's own 500 pages. Options are ``RequestIdMiddleware``'s fields, plus
     ``collector`` (lifecycle events, ``aioreqctx.lifecycle``; the default installs nothing)
     and the ``worker_id`` its events carry (default: the process ID), ``request_events``
-    (``True`` or a ``RequestEvents``: request_started/finished/failed lines) and ``registry``
-    (an ``InFlightRegistry`` of the requests in flight).
+    (``True`` or a ``RequestEvents``: request_started/finished/failed lines), ``registry``
+    (an ``InFlightRegistry`` of the requests in flight) and ``task_factory`` (put on the loop
+    that serves the app while it runs, so the tasks handlers spawn go through it).
     """
+    check_options(
+        {
+            "collector": collector,
+            "worker_id": worker_id,
+            "request_events": request_events,
+            "registry": registry,
+            "task_factory": task_factory,
+            **options,
+        }
+    )
     if MIDDLEWARE in app:
-        raise RuntimeError("aioreqctx.setup() was already called for this application")
+        raise RuntimeError(
+            "aioreqctx.setup() was already called for this application: call it once, "
+            "with every option"
+        )
+    _refuse_a_second_middleware(app, installed=0)
     observers: list[RequestObserver] = list(options.pop("observers", ()))
     if request_events is True:
         request_events = RequestEvents()
     if isinstance(request_events, RequestEvents):
         observers.append(request_events)
-    elif request_events is not False:
-        raise TypeError(
-            f"request_events must be True, False or a RequestEvents, not {request_events!r}"
-        )
     if registry is not None:
-        if not isinstance(registry, InFlightRegistry):
-            raise TypeError(f"registry must be an InFlightRegistry, not {registry!r}")
         observers.append(registry)
     collector = as_collector(collector)
     events = None
@@ -68,5 +139,24 @@ def setup(
     object.__setattr__(middleware, "_labelled_on_prepare", True)
     app.middlewares.insert(0, middleware)
     app.on_response_prepare.append(middleware.on_response_prepare)
+    app.on_startup.append(_refuse_a_second_middleware_at_startup)
+    if task_factory is not None:
+        app.cleanup_ctx.append(factory_while_serving(task_factory))
     app[MIDDLEWARE] = middleware
     return middleware
+
+
+def _refuse_a_second_middleware(app: web.Application, *, installed: int) -> None:
+    """Two ID middlewares would give each request two IDs (events log one, the handler sees
+    the other): refused, before or after ``setup`` added its own."""
+    found = sum(isinstance(middleware, RequestIdMiddleware) for middleware in app.middlewares)
+    if found > installed:
+        raise RuntimeError(
+            "this application has aioreqctx's RequestIdMiddleware in its middlewares as well as "
+            "the one setup() installs, so each request would get two IDs: remove it from "
+            "web.Application(middlewares=[...]) and keep setup(app, ...), which installs it"
+        )
+
+
+async def _refuse_a_second_middleware_at_startup(app: web.Application) -> None:
+    _refuse_a_second_middleware(app, installed=1)

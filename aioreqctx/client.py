@@ -25,6 +25,7 @@ from multidict import CIMultiDict, istr
 
 from . import keys
 from .deadline import DEADLINE_HEADER, format_deadline
+from .id_callbacks import checked_generator
 from .ids import is_valid_request_id, new_request_id
 from .store import current_mapping
 
@@ -39,7 +40,8 @@ class ClientPropagation:
 
     ``header``: the outgoing header that carries the ID.
     ``outside_request``: ``"skip"`` (default) sends no ID when no request is current;
-    ``"generate"`` sends a new one from ``generator`` (a call per outgoing request).
+    ``"generate"`` sends a new one from ``generator`` (a call per outgoing request; its output
+    is re-checked like the server side's, with a UUID4 instead of anything unsafe).
     ``deadline_header``: the header that carries the request's deadline (None: not sent). With
     a deadline the call must get its response headers in the time left (``TimeoutError``
     otherwise); pass ``timeout=aioreqctx.deadline_timeout()`` to bound reading the body too.
@@ -51,6 +53,7 @@ class ClientPropagation:
     generator: Callable[[], str] = new_request_id
     deadline_header: str | None = DEADLINE_HEADER
     _header: istr = field(init=False, repr=False)
+    _generate: Callable[[], str] = field(init=False, repr=False)
     _deadline_header: istr | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -66,6 +69,7 @@ class ClientPropagation:
         if not callable(self.generator):
             raise TypeError(f"generator must be callable, not {self.generator!r}")
         object.__setattr__(self, "_header", istr(self.header))
+        object.__setattr__(self, "_generate", checked_generator(self.generator))
         deadline = None if self.deadline_header is None else istr(self.deadline_header)
         object.__setattr__(self, "_deadline_header", deadline)
 
@@ -92,7 +96,7 @@ class ClientPropagation:
             request_id = mapping.get(keys.REQUEST_ID)
             deadline = mapping.get(keys.DEADLINE)
         if request_id is None and self.outside_request == "generate":
-            request_id = self.generator()
+            request_id = self._generate()
         if request_id is not None and self._header not in headers:
             headers[self._header] = request_id
         if deadline is None or self._deadline_header is None:

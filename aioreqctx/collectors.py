@@ -27,22 +27,27 @@ from .lifecycle import (
 
 logger = logging.getLogger("aioreqctx")
 
+DEFAULT_BUFFER_SIZE = 1000
+"""``BufferedCollector``'s default bound, in events (two or three per request)."""
+
 
 class BufferedCollector:
-    """Keeps events for batch processing; thread-safe.
+    """Keeps events for batch processing; thread-safe, and bounded unless told otherwise.
 
-    ``flush()`` takes the events so far. With ``max_buffer_size`` > 0, reaching it hands the
-    batch to ``on_flush`` (if given; otherwise it is dropped, keeping memory bounded). The
-    callback runs outside the lock, in the thread that recorded the last event, so batches
-    from different threads may reach it concurrently; its errors are logged.
+    ``flush()`` takes the events so far. Reaching ``max_buffer_size`` (default 1000) hands the
+    batch to ``on_flush`` if given; without one, each new event pushes out the oldest, counted
+    in ``dropped`` (the first drop is logged once, WARNING). ``max_buffer_size=0`` means
+    unbounded: only for a buffer something flushes often. The callback runs outside the lock,
+    in the thread that recorded the last event, so batches from different threads may reach
+    it concurrently; its errors are logged.
     """
 
-    __slots__ = ("_events", "_lock", "max_buffer_size", "on_flush")
+    __slots__ = ("_events", "_lock", "dropped", "max_buffer_size", "on_flush")
 
     def __init__(
         self,
         *,
-        max_buffer_size: int = 0,
+        max_buffer_size: int = DEFAULT_BUFFER_SIZE,
         on_flush: Callable[[list[LifecycleEvent]], None] | None = None,
     ) -> None:
         if not isinstance(max_buffer_size, int) or max_buffer_size < 0:
@@ -53,20 +58,39 @@ class BufferedCollector:
             raise TypeError(f"on_flush must be callable or None, not {on_flush!r}")
         self.max_buffer_size = max_buffer_size
         self.on_flush = on_flush
+        self.dropped = 0
+        """Events pushed out of a full buffer that has no ``on_flush``."""
         self._events: list[LifecycleEvent] = []
         self._lock = threading.Lock()
 
     def record(self, event: LifecycleEvent) -> None:
+        if self.on_flush is None:
+            self._keep_newest(event)
+            return
         with self._lock:
             self._events.append(event)
             if not self.max_buffer_size or len(self._events) < self.max_buffer_size:
                 return
             batch, self._events = self._events, []
-        if self.on_flush is not None:
-            try:
-                self.on_flush(batch)
-            except Exception:
-                logger.exception("BufferedCollector on_flush callback failed")
+        try:
+            self.on_flush(batch)
+        except Exception:
+            logger.exception("BufferedCollector on_flush callback failed")
+
+    def _keep_newest(self, event: LifecycleEvent) -> None:
+        with self._lock:
+            self._events.append(event)
+            if not self.max_buffer_size or len(self._events) <= self.max_buffer_size:
+                return
+            del self._events[0]
+            self.dropped += 1
+            if self.dropped > 1:
+                return
+        logger.warning(
+            "BufferedCollector is full (max_buffer_size=%d) and has no on_flush; "
+            "the oldest events are dropped from now on (counted in .dropped)",
+            self.max_buffer_size,
+        )
 
     def flush(self) -> list[LifecycleEvent]:
         """The events recorded since the last flush, oldest first; the buffer is emptied."""
@@ -154,8 +178,9 @@ class LoggingCollector:
         name, names = _NAMES[type(event)]
         values: dict[str, Any] = {"time": _iso_time(event.wall_time_ns)}
         values.update((key, getattr(event, key)) for key in names)
-        if self._json:
-            self._logger.log(level, "%s", json.dumps({"event": name, **values}))
+        if self._json:  # the fields also on the record, as the text format has them
+            line = json.dumps({"event": name, **values})
+            self._logger.log(level, "%s", line, extra={"event": name, "event_fields": values})
         else:
             self._sink(level, name, values)
 

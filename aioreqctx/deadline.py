@@ -4,7 +4,8 @@ A deadline comes from the incoming ``X-Request-Deadline`` header, from a per-app
 both (the earlier one wins). On the wire it is an absolute RFC 3339 UTC timestamp, such as
 ``2026-05-01T12:00:03.250Z``, as talisker sends it: every hop compares it with its own clock,
 so the time spent on the network is counted, and clocks must be roughly in sync (NTP). The
-header is untrusted input: a malformed value is ignored (logged once, escaped), and one further
+header is untrusted input: it follows the ID's trust rule (ignored from peers outside
+``trusted_networks``), a malformed value is ignored (logged once, escaped), and one further
 away than ``max_budget`` is cut down to it. In the context the deadline is a
 ``time.monotonic()`` instant (``keys.DEADLINE``), so later wall-clock jumps do not move it.
 """
@@ -22,6 +23,7 @@ from aiohttp import ClientTimeout, web
 
 from . import keys
 from .ids import escaped, is_valid_request_id
+from .middleware import UNTRUSTED_PEER
 from .store import Context, current_mapping
 
 DEADLINE_HEADER = "X-Request-Deadline"
@@ -31,6 +33,8 @@ _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:[Zz]|[+-]\d{2}:\d{2})"
 )
 _DEFAULT_CLIENT_TIMEOUT = ClientTimeout(total=5 * 60, sock_connect=30)  # aiohttp's own default
+
+_TIMER_SLACK = 0.001
 
 logger = logging.getLogger("aioreqctx")
 
@@ -62,6 +66,16 @@ def remaining_time() -> float | None:
     return max(0.0, deadline - time.monotonic())
 
 
+def deadline_expired(mapping: Context) -> bool:
+    """Whether the request behind ``mapping`` had a deadline that has (all but) passed.
+
+    A millisecond of slack: uvloop's timers have millisecond resolution, so a call cut off
+    at the deadline may end a little before ``time.monotonic()`` reaches it.
+    """
+    deadline = mapping.get(keys.DEADLINE)
+    return deadline is not None and deadline - time.monotonic() < _TIMER_SLACK
+
+
 def deadline_timeout(base: ClientTimeout = _DEFAULT_CLIENT_TIMEOUT) -> ClientTimeout:
     """``base`` with its ``total`` cut to the time left, for a whole call including its body.
 
@@ -86,7 +100,8 @@ def deadline_timeout(base: ClientTimeout = _DEFAULT_CLIENT_TIMEOUT) -> ClientTim
 class DeadlineObserver:
     """A request observer that gives each request its deadline: ``setup(app, observers=(...,))``.
 
-    ``header``: the incoming header to read (None: ignore incoming deadlines).
+    ``header``: the incoming header to read (None: ignore incoming deadlines). Like the ID,
+    it is ignored from peers outside the middleware's ``trusted_networks``.
     ``budget``: seconds each request may take from its start (None: no per-app budget).
     ``max_budget``: the furthest an incoming deadline may lie (seconds from now).
     """
@@ -112,7 +127,8 @@ class DeadlineObserver:
     def request_started(self, request: web.Request, mapping: Context) -> None:
         now = time.monotonic()
         deadline = None if self.budget is None else now + self.budget
-        raw = None if self.header is None else request.headers.get(self.header)
+        trusted = UNTRUSTED_PEER not in request
+        raw = request.headers.get(self.header) if self.header is not None and trusted else None
         if raw is not None:
             left = parse_deadline(raw)
             if left is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -55,19 +56,31 @@ def _stdlib_sink(logger: logging.Logger) -> EventSink:
         if exc_info is not None:
             fields = {key: value for key, value in fields.items() if key != "exc_info"}
         line = " ".join([event, *(f"{key}={logfmt_value(value)}" for key, value in fields.items())])
-        if isinstance(exc_info, BaseException):
-            exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
-        record = logger.makeRecord(logger.name, level, __file__, 0, "%s", (line,), exc_info)
-        # Set after the record is made, not as ``extra``: a record factory that already added
-        # the same field (install_log_record_factory's request_id) would make logging raise.
-        record.__dict__.update(
-            {key: value for key, value in fields.items() if key not in _RECORD_ATTRIBUTES},
-            event=event,
-            event_fields=dict(fields),
+        path, line_number, function, _ = logger.findCaller()
+        record = logger.makeRecord(
+            logger.name, level, path, line_number, "%s", (line,), _exc_tuple(exc_info), function
         )
+        # Set after the record exists, not through ``extra=``: a record factory (such as
+        # install_log_record_factory's) may already have put request_id there, and ``extra``
+        # refuses to overwrite anything. The event's own value is the true one, so it wins.
+        attributes = record.__dict__
+        for key, value in fields.items():
+            if key not in _RECORD_ATTRIBUTES:
+                attributes[key] = value
+        attributes["event"] = event
+        attributes["event_fields"] = dict(fields)
         logger.handle(record)
 
     return sink
+
+
+def _exc_tuple(exc_info: Any) -> Any:
+    """``exc_info`` as ``Logger.log`` would pass it to a record: a tuple, or None."""
+    if not exc_info:
+        return None
+    if isinstance(exc_info, BaseException):
+        return (type(exc_info), exc_info, exc_info.__traceback__)
+    return exc_info if isinstance(exc_info, tuple) else sys.exc_info()
 
 
 def _structlog_sink(logger: Any) -> EventSink:

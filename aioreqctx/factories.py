@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import sys
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from contextvars import Context as VarContext
+from types import CodeType
 from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 
 from . import inheritance
 from .inheritance import Inherit
-from .store import Context, current_mapping, current_task_of, handoff
+from .store import Context, current_mapping, current_task_of, handoff, own_mapping
 
 EAGER_TASKS_SUPPORTED = sys.version_info >= (3, 12)
 
@@ -51,6 +52,48 @@ class TaskFactory(Protocol):
 # What uvloop passes on every create_task() that gave no options (3.11/3.12, then 3.13+).
 _NOTHING_GIVEN = ({"context": None}, {"context": None, "eager_start": None})
 
+_dispatchers: set[CodeType] = set()
+
+
+class _Inherit:
+    """The child gets no mapping of its own: it reads what its Context holds, copying on write."""
+
+
+INHERIT = _Inherit()
+
+
+def register_dispatcher(function: Callable[..., Coroutine[Any, Any, Any]]) -> None:
+    """Mark ``function``'s tasks as dispatchers of independent units of work.
+
+    A server's connection task (aiohttp's ``RequestHandler.start``) starts one task per request;
+    under ``task_factory`` those would share the connection's mapping, so whatever one request
+    wrote before its context existed would reach the next request on the connection. A
+    dispatcher never owns a mapping and its children never share one: each child reads what it
+    inherited (the values of the code that started the server) and copies on its first write.
+    """
+    _dispatchers.add(function.__code__)
+
+
+def _is_dispatcher(coro: object) -> bool:
+    return getattr(coro, "cr_code", None) in _dispatchers
+
+
+def _parent_mapping(task: asyncio.Task[Any] | None, coro: object) -> Context | _Inherit | None:
+    """The mapping a new task derives from, when the creating task does not plainly own one.
+
+    Outside any task (a loop callback, ``run_until_complete``) a task whose Context holds no
+    mapping starts a fresh one, as in aiotask-context; one whose Context holds a mapping (a
+    server's connection made where the server was started, a callback scheduled by a request)
+    reads it and copies on write, as if no factory had made it.
+    """
+    if task is None:
+        if current_mapping.get(None) is None and not _is_dispatcher(coro):
+            return None
+        return INHERIT
+    if _is_dispatcher(task.get_coro()):
+        return INHERIT
+    return own_mapping(task)
+
 
 def spawn(
     loop: asyncio.AbstractEventLoop,
@@ -65,7 +108,17 @@ def spawn(
     if (kwargs and kwargs not in _NOTHING_GIVEN) or eager or inner is not None:
         return _spawn_with_options(loop, coro, kwargs, inherit, eager=eager, inner=inner)
     # The call almost every task goes through: kept to one frame and the policy's call.
-    parent = current_mapping.get(None) if current_task_of(loop) is not None else None
+    parent_task = current_task_of(loop)
+    parent = current_mapping.get(None)
+    try:
+        owned = parent_task.context is parent  # type: ignore[union-attr]
+    except AttributeError:  # no task, or one that only inherited its mapping
+        owned = False
+    if not owned:
+        resolved = _parent_mapping(parent_task, coro)
+        if resolved is INHERIT:
+            return asyncio.Task(coro, loop=loop)
+        parent = resolved  # type: ignore[assignment]
     mapping = inherit(parent)
     if mapping is parent:  # sharing: the child inherits the mapping with the Context
         task = asyncio.Task(coro, loop=loop)
@@ -96,12 +149,19 @@ def _spawn_with_options(
         elif eager and "eager_start" not in kwargs:
             kwargs["eager_start"] = True
         caller_context: VarContext | None = kwargs.get("context")
+        mapping: Context | None
         if caller_context is not None:
             mapping = _mapping_of(caller_context, inherit)
         else:
-            parent = current_mapping.get(None) if current_task_of(loop) is not None else None
-            mapping = inherit(parent)
-            if mapping is not parent:
+            parent_task = current_task_of(loop)
+            parent = current_mapping.get(None)
+            if parent is None or getattr(parent_task, "context", None) is not parent:
+                resolved = _parent_mapping(parent_task, coro)
+                parent = None if resolved is INHERIT else resolved  # type: ignore[assignment]
+                mapping = None if resolved is INHERIT else inherit(parent)
+            else:
+                mapping = inherit(parent)
+            if mapping is not None and mapping is not parent:
                 kwargs["context"] = child_context = contextvars.copy_context()
                 child_context.run(current_mapping.set, mapping)
         task = _build(loop, coro, kwargs, inner, mapping)
@@ -109,7 +169,10 @@ def _spawn_with_options(
         if asyncio.iscoroutine(coro):
             coro.close()
         raise
-    task.context = mapping  # type: ignore[attr-defined]
+    # An eager first step may already have given the task its context (the aiohttp middleware,
+    # a scope still open): that one stays.
+    if mapping is not None and getattr(task, "context", None) is None:
+        task.context = mapping  # type: ignore[attr-defined]
     return task
 
 
@@ -120,16 +183,18 @@ def _build(
     inner: TaskFactory | None,
     mapping: Context | None,
 ) -> asyncio.Future[T]:
-    if inner is None and not kwargs.get("eager_start"):
-        return asyncio.Task(coro, loop=loop, **kwargs)
-    # The first step may run right here, before ``task.context`` can be set: tell ``set()``.
-    outer, handoff.mapping = handoff.mapping, mapping
+    # The first step may run inside the constructor, before ``task.context`` can be set.
+    handing_off = mapping is not None and (inner is not None or bool(kwargs.get("eager_start")))
+    if handing_off:
+        outer = handoff.coro, handoff.mapping
+        handoff.coro, handoff.mapping = coro, mapping
     try:
         if inner is None:
             return asyncio.Task(coro, loop=loop, **kwargs)
         return inner(loop, coro, **kwargs)
     finally:
-        handoff.mapping = outer
+        if handing_off:
+            handoff.coro, handoff.mapping = outer
 
 
 def _mapping_of(caller_context: VarContext, inherit: Inherit) -> Context | None:

@@ -3,31 +3,44 @@
 An incoming ID ends up in log lines and response headers, so it is treated as untrusted input:
 only 1 to 200 ASCII letters, digits and ``-_.:+/=@`` pass (UUIDs in any case, nginx
 ``$request_id``, ULIDs, base64-ish IDs), and a rejected value is only ever shown escaped and
-truncated.
+truncated. ``-`` alone is reserved: it is what log lines show for "no request". Whatever a
+custom validator or generator lets through must still pass ``is_safe_request_id``, the floor
+that keeps an ID harmless in a header and on one log line.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
-_VALID_ID = re.compile(r"[A-Za-z0-9\-_.:+/=@]{1,200}")
+NO_REQUEST_ID = "-"
+"""What log lines show for "no request"; never accepted as a request's ID."""
+
+_VALID_ID = re.compile(r"(?!-\Z)[A-Za-z0-9\-_.:+/=@]{1,200}")
+# The floor: visible ASCII only (no space, control character, line separator or non-ASCII).
+_SAFE_ID = re.compile(r"(?!-\Z)[\x21-\x7e]{1,1024}")
+SAFE_ID_LIMIT = 1024
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 _ZERO_TRACE_ID = "0" * 32
 ESCAPED_LIMIT = 64
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-logger = logging.getLogger("aioreqctx")
-
 
 def is_valid_request_id(value: str) -> bool:
-    """The default validator: 1-200 characters of ``A-Z a-z 0-9 - _ . : + / = @``."""
+    """The default validator: 1-200 characters of ``A-Z a-z 0-9 - _ . : + / = @``, not ``-``."""
     return _VALID_ID.fullmatch(value) is not None
+
+
+def is_safe_request_id(value: str) -> bool:
+    """The floor under every ID: 1-1024 visible ASCII characters (``!`` to ``~``), not ``-``.
+
+    Such a value cannot split a header or a log line, whatever a custom validator accepted.
+    """
+    return _SAFE_ID.fullmatch(value) is not None
 
 
 def trace_id_of(traceparent: str) -> str | None:
@@ -92,23 +105,3 @@ def is_trusted(remote: str | None, networks: tuple[Network, ...]) -> bool:
     except ValueError:
         return False
     return any(address in network for network in networks)
-
-
-def accepts(validator: Callable[[str], bool], candidate: str) -> bool:
-    """A user validator's verdict on ``candidate``; one that raises rejects it (logged)."""
-    try:
-        return bool(validator(candidate))
-    except Exception:
-        logger.exception("the request-ID validator raised; ID treated as invalid")
-        return False
-
-
-def generated_id(generator: Callable[[], str]) -> str:
-    """A new ID from ``generator``; a UUID4 (and an ERROR line) if it returned no safe ID."""
-    if generator is new_request_id:
-        return new_request_id()
-    made = generator()
-    if isinstance(made, str) and is_valid_request_id(made):
-        return made
-    logger.error("the generator returned %r, not a safe ID; using a UUID4", made)
-    return new_request_id()

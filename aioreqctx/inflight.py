@@ -16,9 +16,11 @@ reader works on a copy and ``pop`` tolerates a key already gone.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import math
+from collections.abc import Callable
 from time import perf_counter
 from typing import Any, NamedTuple
 
@@ -64,12 +66,25 @@ class InFlightEntry(NamedTuple):
 _STARTED = InFlightEntry._fields.index("started")
 
 
+def from_loopback(request: web.Request) -> bool:
+    """The default ``allow``: the peer is on this machine (127.0.0.0/8 or ::1).
+
+    Behind a reverse proxy on the same machine every request comes from loopback: pass an
+    ``allow`` of your own there (a token header, the proxy's client address).
+    """
+    try:
+        return request.remote is not None and ipaddress.ip_address(request.remote).is_loopback
+    except ValueError:  # a Unix socket's peer, or no address at all
+        return False
+
+
 class InFlightRegistry:
     """The requests and jobs running now; a ``RequestObserver``.
 
     ``max_age_seconds``: entries older than this are dropped (each logged once, WARNING
     ``inflight_stale`` on ``logger``) when the registry is read, and at most every quarter of
-    that age when a request starts.
+    that age when a request starts. ``allow``: which requests ``handler`` answers (others get
+    403); by default only those from a loopback address.
     """
 
     def __init__(
@@ -77,12 +92,16 @@ class InFlightRegistry:
         *,
         max_age_seconds: float = 300.0,
         logger: logging.Logger | str | Any = REGISTRY_LOGGER,
+        allow: Callable[[web.Request], bool] = from_loopback,
     ) -> None:
         if not (isinstance(max_age_seconds, int | float) and 0 < max_age_seconds < math.inf):
             raise ValueError(
                 f"max_age_seconds must be a positive number of seconds, not {max_age_seconds!r}"
             )
+        if not callable(allow):
+            raise TypeError(f"allow must be callable (request -> bool), not {allow!r}")
         self.max_age_seconds = float(max_age_seconds)
+        self.allow = allow
         self._log = event_sink(logger)
         # Plain tuples in InFlightEntry's field order: building the named tuple waits for a read.
         self._entries: dict[int, tuple[Any, ...]] = {}
@@ -155,8 +174,11 @@ class InFlightRegistry:
         }
 
     async def handler(self, request: web.Request) -> web.Response:
-        """An aiohttp handler that answers with ``to_dict()`` as JSON. Opt-in: mount it only on
-        an internal route (it shows request paths and IDs), for example
+        """An aiohttp handler that answers with ``to_dict()`` as JSON, to requests ``allow``
+        lets through (403 otherwise). It shows every in-flight path and request ID: mount it
+        only on an internal route, for example
         ``app.router.add_get("/_internal/inflight", registry.handler)``."""
+        if not self.allow(request):
+            raise web.HTTPForbidden(text="403: the in-flight registry is not served to this peer")
         body = json.dumps(json_safe(self.to_dict()))
         return web.Response(text=body, content_type="application/json")

@@ -33,4 +33,4 @@ def layer_over(parent: Context | None) -> Context:
         return LayeredContext()
     if isinstance(parent, LayeredContext):
         return parent.new_layer()
-    return LayeredContext({}, parent)
+    return LayeredContext.over(parent)

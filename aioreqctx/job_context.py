@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from time import perf_counter
 from types import TracebackType
 from typing import Any, Literal
@@ -24,7 +24,8 @@ from . import keys
 from .deadline import format_deadline, parse_deadline
 from .dual import SyncOrAsync
 from .emit import enabled_check, event_sink
-from .ids import accepts, escaped, generated_id, is_valid_request_id, new_request_id
+from .id_callbacks import checked_generator, checked_validator
+from .ids import escaped, is_valid_request_id, new_request_id
 from .inflight import InFlightRegistry
 from .jsonsafe import safe_text
 from .request_view import error_fields
@@ -163,6 +164,8 @@ class JobPropagation:
     validator: Callable[[str], bool] = is_valid_request_id
     events: JobEvents | None = None
     registry: InFlightRegistry | None = None
+    _generate: Callable[[], str] = field(init=False, repr=False)
+    _validate: Callable[[str], bool] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         context_keys: object = self.context_keys
@@ -181,6 +184,9 @@ class JobPropagation:
         for option in ("generator", "validator"):
             if not callable(getattr(self, option)):
                 raise TypeError(f"{option} must be callable, not {getattr(self, option)!r}")
+        # The same re-checks as the middleware's: a carried ID ends up in headers and log lines.
+        object.__setattr__(self, "_generate", checked_generator(self.generator))
+        object.__setattr__(self, "_validate", checked_validator(self.validator))
         if self.events is not None and not isinstance(self.events, JobEvents):
             raise TypeError(f"events must be a JobEvents or None, not {self.events!r}")
         if self.registry is not None and not isinstance(self.registry, InFlightRegistry):
@@ -193,7 +199,7 @@ class JobPropagation:
         if request_id is None:
             if self.outside_request == "skip":
                 return {}
-            return {CARRIED_REQUEST_ID: generated_id(self.generator)}
+            return {CARRIED_REQUEST_ID: self._generate()}
         assert mapping is not None
         carried = {CARRIED_REQUEST_ID: str(request_id)}
         job_id = mapping.get(keys.JOB_ID)
@@ -352,11 +358,11 @@ class JobScope(SyncOrAsync[Context]):
         """The carried ID if valid; a new one otherwise, noting the problem unless the job
         carried nothing of aioreqctx's at all (enqueued outside a request, or by a cron)."""
         raw = carrier.get(CARRIED_REQUEST_ID)
-        if isinstance(raw, str) and accepts(self._propagation.validator, raw):
+        if isinstance(raw, str) and self._propagation._validate(raw):
             return raw
         if problems or raw is not None or any(_is_carried(key) for key in carrier):
             problems.append(("request ID", escaped(safe_text(raw))))
-        return generated_id(self._propagation.generator)
+        return self._propagation._generate()
 
 
 def _is_carried(key: object) -> bool:

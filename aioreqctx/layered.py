@@ -3,53 +3,135 @@
 ``chainmap_task_factory`` gives every child task a new layer over its parent's mapping: the
 child's writes shadow the parent's values and the parent's later writes stay visible to the
 child. A plain ``ChainMap`` walks every layer on each lookup (about 0.5 us at depth 10), so each
-layer here caches its flattened view and rebuilds it only after a write made through aioreqctx
-(``aioreqctx.set``/``clear`` or any mutation of a ``LayeredContext``). Every such write ticks a
-process-wide write clock; a cache remembers the tick it was built at.
+layer here caches its flattened view and rebuilds it only after a write in its *lineage*: its
+root mapping (usually a request's plain dict) and every layer built over it. A write in another
+lineage (another request's) never makes these layers rebuild, so a read costs the same at any
+depth whatever the rest of the process does.
+
+A layer's writes advance its lineage's clock directly. A root is a plain dict that knows nothing
+of its layers, so the lineage is registered under the root's ``id()`` when the first layer is
+built over it, and ``note_write(root)`` (called by ``aioreqctx.set``/``clear`` and
+``RequestContext`` after writing a plain mapping) advances it from there.
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
+import weakref
 from collections import ChainMap
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
+# Ticks are unique process-wide and a clock is replaced (never incremented): ``next()`` on a
+# count is atomic, so two racing writers on a free-threaded build still leave a value that no
+# stale cache has recorded.
 _ticks = itertools.count(1)
-# One slot, replaced (never incremented) by each write: ``next()`` on a count is atomic, so two
-# racing writers on a free-threaded build still leave a value no stale cache has recorded.
-_write_clock = [0]
 
 
-def note_write() -> None:
-    """Invalidate every cached view; called after any write that a layer may be built over."""
-    _write_clock[0] = next(_ticks)
+class Lineage:
+    """The write clock shared by a root mapping and every layer built over it."""
+
+    __slots__ = ("__weakref__", "root", "tick")
+
+    def __init__(self, root: object) -> None:
+        self.root = root  # while the lineage lives, no other object can take ``id(root)``
+        self.tick = 0
+
+
+class _Uncached(Lineage):
+    """For a hand-built chain holding another ``LayeredContext`` above its root: no one clock
+    covers every write it can see, so each read walks the layers, as a plain ChainMap does."""
+
+    __slots__ = ()
+
+    @property
+    def tick(self) -> int:
+        return next(_ticks)
+
+    @tick.setter
+    def tick(self, value: int) -> None:
+        """Writes through such a chain need no clock: its reads never use a cached view."""
+
+
+_UNCACHED = _Uncached(None)
+# A tick that no clock ever shows: a new layer builds its view on its first read.
+_UNBUILT: tuple[int, dict[str, Any]] = (-1, {})
+
+# id(root) -> its lineage. Weak, so a request's entry goes with its last layer; dead entries are
+# swept when the registry has doubled since the last sweep.
+_lineage_of_root: dict[int, weakref.ref[Lineage]] = {}
+_registry_lock = threading.Lock()
+_sweep_at = 64
+
+
+def note_write(mapping: object) -> None:
+    """``mapping`` was just written: refresh the views of the layers built over it, if any."""
+    if _lineage_of_root:  # no ChainMap anywhere: the dict-mode ``set`` pays one test
+        ref = _lineage_of_root.get(id(mapping))
+        if ref is not None and (lineage := ref()) is not None:
+            lineage.tick = next(_ticks)
+
+
+def lineage_of(root: object) -> Lineage:
+    """The lineage of the layers over ``root``, registered when the first one is built."""
+    ref = _lineage_of_root.get(id(root))
+    lineage = None if ref is None else ref()
+    if lineage is not None:
+        return lineage
+    global _sweep_at
+    with _registry_lock:
+        ref = _lineage_of_root.get(id(root))
+        lineage = None if ref is None else ref()
+        if lineage is None:
+            lineage = Lineage(root)
+            _lineage_of_root[id(root)] = weakref.ref(lineage)
+            if len(_lineage_of_root) >= _sweep_at:
+                dead = [key for key, entry in _lineage_of_root.items() if entry() is None]
+                for key in dead:
+                    del _lineage_of_root[key]
+                _sweep_at = max(64, 2 * len(_lineage_of_root))
+    return lineage
 
 
 class LayeredContext(ChainMap[str, Any]):
-    """The mapping a task gets from ``chainmap_task_factory``: a ``ChainMap`` with cached reads."""
+    """The mapping a task gets from ``chainmap_task_factory``: a ``ChainMap`` with cached reads.
 
+    Built by hand (``LayeredContext(*maps)``), it joins the lineage of its last mapping, so
+    ``new_child()``, ``parents`` and ``copy()`` stay in their original's lineage.
+    """
+
+    _lineage: Lineage
     _cache: tuple[int, dict[str, Any]]
 
     def __init__(self, *maps: MutableMapping[str, Any]) -> None:
         super().__init__(*maps)
-        self._cache = (-1, {})
+        root = self.maps[-1]
+        if any(isinstance(layer, LayeredContext) for layer in self.maps[:-1]):
+            self._lineage = _UNCACHED
+        elif isinstance(root, LayeredContext):
+            self._lineage = root._lineage
+        else:
+            self._lineage = lineage_of(root)
+        self._cache = _UNBUILT
+
+    @staticmethod
+    def over(root: MutableMapping[str, Any]) -> LayeredContext:
+        """An empty layer over a plain mapping, in that mapping's lineage (the spawn path)."""
+        return _layer([{}, root], lineage_of(root))
 
     def new_layer(self) -> LayeredContext:
         """An empty child layer over this one; cheaper than ``new_child()`` on the spawn path."""
-        child = LayeredContext.__new__(LayeredContext)
-        child.maps = [{}, *self.maps]
-        child._cache = (-1, {})
-        return child
+        return _layer([{}, *self.maps], self._lineage)
 
     def _flat(self) -> dict[str, Any]:
         built_at, flat = self._cache
-        clock = _write_clock[0]
-        if built_at != clock:
+        tick = self._lineage.tick
+        if built_at != tick:
             flat = {}
             for layer in reversed(self.maps):
                 flat.update(layer)
-            self._cache = (clock, flat)
+            self._cache = (tick, flat)
         return flat
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -72,27 +154,35 @@ class LayeredContext(ChainMap[str, Any]):
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.maps[0][key] = value
-        note_write()
+        self._lineage.tick = next(_ticks)
 
     def __delitem__(self, key: str) -> None:
         super().__delitem__(key)
-        note_write()
+        self._lineage.tick = next(_ticks)
 
     def popitem(self) -> tuple[str, Any]:
         item = super().popitem()
-        note_write()
+        self._lineage.tick = next(_ticks)
         return item
 
     def pop(self, key: str, *default: Any) -> Any:
         value = super().pop(key, *default)
-        note_write()
+        self._lineage.tick = next(_ticks)
         return value
 
     def clear(self) -> None:
         self.maps[0].clear()
-        note_write()
+        self._lineage.tick = next(_ticks)
 
     def __ior__(self, other: Any) -> LayeredContext:  # type: ignore[override, misc]
         self.maps[0].update(other)
-        note_write()
+        self._lineage.tick = next(_ticks)
         return self
+
+
+def _layer(maps: list[MutableMapping[str, Any]], lineage: Lineage) -> LayeredContext:
+    layer = LayeredContext.__new__(LayeredContext)
+    layer.maps = maps
+    layer._lineage = lineage
+    layer._cache = _UNBUILT
+    return layer

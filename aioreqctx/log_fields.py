@@ -14,10 +14,11 @@ from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 from . import keys
+from .ids import NO_REQUEST_ID
 from .logging_context import pushed_layer
 from .store import current_mapping
 
-DEFAULT_REQUEST_ID = "-"
+DEFAULT_REQUEST_ID = NO_REQUEST_ID
 
 
 FieldAdder = Callable[[Any, str, MutableMapping[str, Any]], MutableMapping[str, Any]]
@@ -39,9 +40,9 @@ def field_adder(
     gets on log lines, e.g. ``{"user.id": "user_id"}``. ``default`` stands in for the request ID
     and for every configured key the context lacks, so a format string such as
     ``%(request_id)s %(user_id)s`` always has its fields. ``extra_fields`` is called for every
-    line and its fields added, e.g. ``aioreqctx.integrations.otel.otel_log_fields`` for the
-    active span's ``trace_id`` and ``span_id`` (OpenTelemetry's span lookup costs about twice
-    everything else here).
+    line and its fields added (one it returns as None gets ``default`` too), e.g.
+    ``aioreqctx.integrations.otel.otel_log_fields`` for the active span's ``trace_id`` and
+    ``span_id`` (OpenTelemetry's span lookup costs about twice everything else here).
     """
     pairs = _checked(context_keys)
     current = current_mapping.get
@@ -75,7 +76,7 @@ def field_adder(
                 target.setdefault(name, value)
         if extra_fields is not None:
             for name, value in extra_fields().items():
-                target.setdefault(name, value)
+                target.setdefault(name, default if value is None else value)
         return target
 
     return add_fields

@@ -10,6 +10,7 @@ them: ``aioreqctx.setup(app)`` installs both.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,11 +22,11 @@ from aiohttp import web
 from multidict import istr
 
 from . import keys
+from .factories import register_dispatcher
+from .id_callbacks import checked_generator, checked_validator
 from .ids import (
     Network,
-    accepts,
     escaped,
-    generated_id,
     is_trusted,
     is_valid_request_id,
     new_request_id,
@@ -45,15 +46,24 @@ REQUEST_CONTEXT: web.RequestKey[Context] = web.RequestKey("aioreqctx.context")
 """The request's context mapping on the request object, for code that runs outside its task."""
 
 CLIENT_CLOSED_REQUEST = 499
-"""nginx's status for a client that hung up before the response was complete: what the
-access log and observers see for it (nothing reaches the client)."""
+"""nginx's status for a client that hung up before the response was complete (a streaming
+write failed, or ``handler_cancellation=True`` cancelled the handler): what the access log and
+observers see for it (nothing reaches the client)."""
 
-UNHANDLED_ERROR: web.ResponseKey[Exception] = web.ResponseKey("aioreqctx.unhandled_error")
-"""On the 500 the middleware built for an unhandled exception: that exception."""
+UNHANDLED_ERROR: web.ResponseKey[BaseException] = web.ResponseKey("aioreqctx.unhandled_error")
+"""On the 500 the middleware built for an unhandled exception: that exception; on its 499 for
+a client that went away: the reset or the cancellation."""
+
+UNTRUSTED_PEER: web.RequestKey[bool] = web.RequestKey("aioreqctx.untrusted_peer")
+"""True on a request whose peer is outside ``trusted_networks`` (absent otherwise): its
+headers are not believed, neither its ID nor, for ``DeadlineObserver``, its deadline."""
 
 
 logger = logging.getLogger("aioreqctx")
 server_logger = logging.getLogger("aiohttp.server")
+
+# aiohttp's connection task starts each request's task: under a factory those must not share it.
+register_dispatcher(web.RequestHandler.start)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -63,9 +73,11 @@ class RequestIdMiddleware:
     ``header_names``: incoming headers to take the ID from, in order of preference
     (case-insensitive; ``"traceparent"`` means the trace-id of a W3C traceparent).
     ``response_header``: the header that carries the final ID back.
-    ``validator``: which incoming IDs to accept; ``generator``: makes new ones.
+    ``validator``: which incoming IDs to accept; ``generator``: makes new ones (both are
+    re-checked and fall back safely: ``aioreqctx.id_callbacks``).
     ``on_invalid``: ``"regenerate"`` (default) or ``"reject"`` (answer 400).
-    ``trusted_networks``: if set, incoming IDs are used only from peers in these CIDRs.
+    ``trusted_networks``: if set, incoming IDs (and deadlines) are used only from peers in
+    these CIDRs; requests from other peers carry ``UNTRUSTED_PEER``.
     ``server_timing``: add a W3C ``Server-Timing`` header (total plus timed operations).
     ``observers``: told when each request starts and ends (``aioreqctx.observers``).
     """
@@ -79,6 +91,8 @@ class RequestIdMiddleware:
     server_timing: bool = False
     observers: tuple[RequestObserver, ...] = ()
     _networks: tuple[Network, ...] = field(init=False, repr=False)
+    _validate: Callable[[str], bool] = field(init=False, repr=False)
+    _generate: Callable[[], str] = field(init=False, repr=False)
     _header: istr = field(init=False, repr=False)
     _single_header: bool = field(init=False, repr=False)
     # Set by setup(): on_response_prepare labels every response, so the middleware need not.
@@ -104,6 +118,8 @@ class RequestIdMiddleware:
         if isinstance(networks, str):
             raise ValueError("trusted_networks must be a tuple of CIDR strings, not one string")
         object.__setattr__(self, "_networks", parse_networks(self.trusted_networks))
+        object.__setattr__(self, "_validate", checked_validator(self.validator))
+        object.__setattr__(self, "_generate", checked_generator(self.generator))
         object.__setattr__(self, "_header", istr(self.response_header))
         single = (
             len(self.header_names) == 1
@@ -129,10 +145,10 @@ class RequestIdMiddleware:
         if self._single_header:
             request_id = request.headers.get(self.header_names[0])
             if request_id is None:
-                request_id = self._new_id()
+                request_id = self._generate()
             elif not is_valid_request_id(request_id):
                 rejected = (self.header_names[0], escaped(request_id))
-                request_id = self._new_id()
+                request_id = self._generate()
         else:
             request_id, rejected = self._request_id_for(request)
         inherited = current_mapping.get(None)
@@ -174,6 +190,15 @@ class RequestIdMiddleware:
             if not self._labelled_on_prepare:
                 self._label(error, mapping)  # raised, so never prepared yet
             raise
+        except asyncio.CancelledError as cancelled:
+            if not _client_gone(request) or not _only_cancelled_by_the_disconnect():
+                raise
+            # handler_cancellation=True and the client hung up: answered like a streaming
+            # reset, so aiohttp still writes the access line (it logs none for a cancellation).
+            server_logger.debug("Client %s disconnected.", request.remote)
+            response = web.Response(status=CLIENT_CLOSED_REQUEST)
+            response[UNHANDLED_ERROR] = cancelled
+            return response
         except TimeoutError:
             server_logger.debug("Request handler timed out.", exc_info=True)
             return _error_response(HTTPStatus.GATEWAY_TIMEOUT)
@@ -219,24 +244,20 @@ class RequestIdMiddleware:
     def _request_id_for(self, request: web.Request) -> tuple[str, Rejected | None]:
         """The request's ID, and the escaped first invalid incoming value if there was one."""
         rejected: Rejected | None = None
-        if not self._networks or is_trusted(request.remote, self._networks):
-            headers = request.headers
-            for name in self.header_names:
-                raw = headers.get(name)
-                if raw is None:
-                    continue
-                candidate = trace_id_of(raw) if name.lower() == "traceparent" else raw
-                if candidate is not None and self._accepts(candidate):
-                    return candidate, rejected
-                if rejected is None:
-                    rejected = (name, escaped(raw))
-        return self._new_id(), rejected
-
-    def _accepts(self, candidate: str) -> bool:
-        return accepts(self.validator, candidate)
-
-    def _new_id(self) -> str:
-        return generated_id(self.generator)
+        if self._networks and not is_trusted(request.remote, self._networks):
+            request[UNTRUSTED_PEER] = True
+            return self._generate(), rejected
+        headers = request.headers
+        for name in self.header_names:
+            raw = headers.get(name)
+            if raw is None:
+                continue
+            candidate = trace_id_of(raw) if name.lower() == "traceparent" else raw
+            if candidate is not None and self._validate(candidate):
+                return candidate, rejected
+            if rejected is None:
+                rejected = (name, escaped(raw))
+        return self._generate(), rejected
 
     def _label(self, response: web.StreamResponse, mapping: Context) -> None:
         response.headers[self._header] = mapping[keys.REQUEST_ID]
@@ -256,6 +277,16 @@ def _notify(callback: Callable[..., None], *args: Any) -> None:
         callback(*args)
     except Exception:
         logger.exception("request observer %r failed", callback)
+
+
+def _only_cancelled_by_the_disconnect() -> bool:
+    """Whether the one pending cancellation is aiohttp's for the lost connection; if so it is
+    withdrawn (``uncancel``). Any other cancellation (shutdown, a timeout) goes on."""
+    task = asyncio.current_task()
+    if task is None or task.cancelling() != 1:
+        return False
+    task.uncancel()
+    return True
 
 
 def _client_gone(request: web.Request) -> bool:

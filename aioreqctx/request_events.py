@@ -14,7 +14,10 @@ How each ending is logged:
   streaming (``ConnectionResetError``): ``request_failed`` at WARNING, ``status=-`` and
   ``error=CancelledError`` (or the reset's type), without a traceback: no code failed;
 * a client that went away while a plain handler ran (aiohttp's default) is only seen as
-  ``disconnected=True`` on its ``request_finished`` line.
+  ``disconnected=True`` on its ``request_finished`` line;
+* a 504 for a request whose deadline ran out (``DeadlineObserver``): ``request_finished`` with
+  ``deadline_expired=true`` at ``deadline_level`` (WARNING): the caller's budget ran out, no
+  server code failed.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from . import keys
+from .deadline import deadline_expired
 from .emit import enabled_check, event_sink
 from .request_view import REQUESTS_LOGGER, error_fields
 from .store import Context
@@ -51,7 +55,8 @@ class RequestEvents:
     regex (matched with ``fullmatch``), e.g. ``("/health", re.compile(r"/static/.*"))``.
     ``started_level``: the level of ``request_started`` (INFO). ``status_level``: the level of
     ``request_finished`` for a status. ``interrupted_level``: the level of ``request_failed``
-    for a cancelled or disconnected request (WARNING).
+    for a cancelled or disconnected request (WARNING). ``deadline_level``: the level of
+    ``request_finished`` for a 504 caused by the request's own deadline (WARNING).
     """
 
     __slots__ = (
@@ -59,6 +64,7 @@ class RequestEvents:
         "_exact",
         "_patterns",
         "_sink",
+        "deadline_level",
         "interrupted_level",
         "started_level",
         "status_level",
@@ -72,6 +78,7 @@ class RequestEvents:
         started_level: int = logging.INFO,
         status_level: Callable[[int], int] = level_for_status,
         interrupted_level: int = logging.WARNING,
+        deadline_level: int = logging.WARNING,
     ) -> None:
         if isinstance(exclude_paths, str | re.Pattern):
             raise TypeError("exclude_paths must be a collection of paths, not one path")
@@ -94,6 +101,7 @@ class RequestEvents:
         self.started_level = started_level
         self.status_level = status_level
         self.interrupted_level = interrupted_level
+        self.deadline_level = deadline_level
 
     def excludes(self, path: str) -> bool:
         return path in self._exact or any(p.fullmatch(path) for p in self._patterns)
@@ -114,6 +122,8 @@ class RequestEvents:
         if error is None:
             status = 500 if response is None else response.status
             level, event, extra = self.status_level(status), "request_finished", {}
+            if status == 504 and deadline_expired(mapping):
+                level, extra = self.deadline_level, {"deadline_expired": True}
         elif isinstance(error, asyncio.CancelledError | ConnectionResetError):
             status, level, event = None, self.interrupted_level, "request_failed"
             extra = error_fields(error, traceback=False)

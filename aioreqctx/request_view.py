@@ -17,6 +17,7 @@ from typing import Any
 from . import keys
 from .emit import EventSink, event_sink
 from .jsonsafe import JsonValue, json_safe, safe_text
+from .layered import note_write
 from .store import Context, current_mapping
 from .timing import OperationTimings
 
@@ -88,6 +89,7 @@ class RequestContext:
         metadata = self._mapping.get(keys.METADATA)
         if not isinstance(metadata, dict):
             metadata = self._mapping[keys.METADATA] = {}
+            note_write(self._mapping)  # ChainMap children's cached views must show it
         metadata.update(fields)
 
     @property
@@ -101,6 +103,7 @@ class RequestContext:
         timings = self.timings
         if timings is None:
             timings = self._mapping[keys.OPERATIONS] = OperationTimings()
+            note_write(self._mapping)
         timings.increment(name, by)
 
     @property

@@ -20,28 +20,37 @@ _warned_uncopyable: set[type] = set()
 
 
 def snapshot(mapping: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep copy of ``mapping`` as a dict; immutable values are shared, not copied."""
+    """A deep copy of ``mapping`` as a dict; immutable values are shared, not copied.
+
+    Values are copied one key at a time with one memo, so two keys that refer to the same
+    object still do in the copy. A value that cannot be deep-copied is shared instead, and the
+    memo entries its failed attempt left behind (half-built copies) are thrown away with it:
+    another key that refers to the same object then fails too and shares the original, rather
+    than getting an empty shell.
+    """
     copied = dict(mapping)
     if _IMMUTABLE_TYPES.issuperset(map(type, copied.values())):
         return copied
     memo: dict[int, Any] = {}
-    for key, value in list(copied.items()):
+    for key, value in copied.items():
         if type(value) not in _IMMUTABLE_TYPES:
-            copied[key] = _deep_copy_or_share(key, value, memo)
+            attempt = dict(memo)
+            try:
+                copied[key] = copy.deepcopy(value, attempt)
+            except Exception as error:  # noqa: BLE001 - any failure means "cannot copy": share
+                _warn_shared(key, value, error)
+            else:
+                memo = attempt
     return copied
 
 
-def _deep_copy_or_share(key: str, value: Any, memo: dict[int, Any]) -> Any:
-    try:
-        return copy.deepcopy(value, memo)
-    except Exception as error:  # noqa: BLE001 - any failure means "cannot copy": share instead
-        if type(value) not in _warned_uncopyable:
-            _warned_uncopyable.add(type(value))
-            logger.warning(
-                "aioreqctx: context value %r of type %s cannot be deep-copied (%s); child tasks "
-                "share this object. Store a copyable value to isolate children.",
-                key,
-                type(value).__qualname__,
-                error,
-            )
-        return value
+def _warn_shared(key: str, value: Any, error: Exception) -> None:
+    if type(value) not in _warned_uncopyable:
+        _warned_uncopyable.add(type(value))
+        logger.warning(
+            "context value %r of type %s cannot be deep-copied (%s); child tasks "
+            "share this object. Store a copyable value to isolate children.",
+            key,
+            type(value).__qualname__,
+            error,
+        )

@@ -4,7 +4,9 @@ Two ways in. ``RequestContextFilter`` goes on the *handlers* (a filter on a logg
 records that propagate up from its child loggers, and a format string naming a missing field
 loses the record: platform notes, pitfall 18). ``install_log_record_factory()`` instead stamps
 every record of every library when it is created, which also suits handlers that format
-records later in another thread (``QueueListener``).
+records later in another thread (``QueueListener``). Both also render a record's traceback
+with its exception messages escaped (``aioreqctx.tracebacks``), so request input in a message
+cannot forge a line in a text log.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .log_fields import DEFAULT_REQUEST_ID, field_adder
+from .tracebacks import format_exception
 
 
 class RequestContextFilter(logging.Filter):
@@ -21,7 +24,8 @@ class RequestContextFilter(logging.Filter):
 
     From ``dictConfig``: ``"filters": {"request": {"()": "aioreqctx.RequestContextFilter"}}``
     plus ``"filters": ["request"]`` on each handler. Attributes the record already has (its own,
-    or ones passed with ``extra=``) are kept.
+    or ones passed with ``extra=``) are kept. A record's traceback is rendered with its
+    exception messages escaped (``record.exc_text``, which formatters print as it is).
     """
 
     def __init__(
@@ -36,6 +40,8 @@ class RequestContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         self._add_fields(None, "", record.__dict__)
+        if record.exc_info:  # re-rendered: a handler before this one may have cached it raw
+            record.exc_text = format_exception(record.exc_info)
         return True
 
 
@@ -61,6 +67,8 @@ def install_log_record_factory(
         record = previous(*args, **kwargs)
         if active:
             add_fields(None, "", record.__dict__)
+            if record.exc_info and not record.exc_text:
+                record.exc_text = format_exception(record.exc_info)
         return record
 
     def uninstall() -> None:

@@ -46,7 +46,21 @@ def running_task() -> asyncio.Task[Any] | None:
 
 def get(key: str, default: Any = None) -> Any:
     """The value of ``key`` in the current context, or ``default``; never raises."""
-    return current_mapping.get(_NOTHING).get(key, default)
+    value = current_mapping.get(_NOTHING).get(key, _UNSET)
+    if value is _UNSET:
+        return _get_assigned(key, default)
+    return value
+
+
+def _get_assigned(key: str, default: Any) -> Any:
+    """A miss may mean the program assigned ``task.context`` (aiotask-context's way to seed a
+    task), which no ContextVar sees: take that mapping over and read it."""
+    task = running_task()
+    owned = getattr(task, "context", None)
+    if owned is None or owned is current_mapping.get(None):
+        return default
+    current_mapping.set(owned)
+    return owned.get(key, default)
 
 
 def set(key: str, value: Any) -> None:  # noqa: A001 - the aiotask-context name
@@ -56,28 +70,58 @@ def set(key: str, value: Any) -> None:  # noqa: A001 - the aiotask-context name
     eager factory) reads the mapping it inherited; its first write gives it its own copy, so the
     write never reaches the parent or other requests.
     """
-    _writable_mapping(key)[key] = value
-    note_write()
+    mapping = _writable_mapping(key)
+    mapping[key] = value
+    note_write(mapping)
 
 
 def clear() -> None:
     """Remove every key from the current context (only the child's own layer for a ChainMap)."""
-    _writable_mapping("(clear)").clear()
-    note_write()
+    mapping = _writable_mapping("(clear)")
+    mapping.clear()
+    note_write(mapping)
 
 
 class _Handoff(threading.local):
-    """The mapping of an eager task whose first step runs inside its constructor, before the
-    factory could set ``task.context``; that step's writes belong to it."""
+    """The mapping an eager task's factory prepared, while the task's first step runs inside
+    its constructor, before the factory can set ``task.context``. Only the task running
+    ``coro`` may claim it: another eager task started from that first step may not."""
 
+    coro: object = None
     mapping: Context | None = None
 
 
 handoff = _Handoff()
 
 
+def _context_attribute(task: asyncio.Task[Any]) -> Any:
+    """``task.context``, claiming the handed-off mapping if ``task`` is the eager task it is for."""
+    owned = getattr(task, "context", None)
+    if owned is None and handoff.coro is not None and task.get_coro() is handoff.coro:
+        task.context = owned = handoff.mapping  # type: ignore[attr-defined]
+    return owned
+
+
+def own_mapping(task: asyncio.Task[Any]) -> Context:
+    """The running ``task``'s own mapping, which its writes, threads and sharing children use.
+
+    A task that only inherited a mapping (no factory made it) takes a copy of it now (copy on
+    first write), so nothing it writes reaches the task or the start-up code it inherited from.
+    A mapping the program assigned to ``task.context`` (aiotask-context's idiom) wins over the
+    one the task inherited.
+    """
+    visible = current_mapping.get(None)
+    owned: Context | None = _context_attribute(task)
+    if owned is None:
+        owned = {} if visible is None else snapshot(visible)
+        task.context = owned  # type: ignore[attr-defined]
+    if owned is not visible:
+        current_mapping.set(owned)
+    return owned
+
+
 def _writable_mapping(key: str) -> Context:
-    mapping = current_mapping.get(None)
+    mapping: Context | None = current_mapping.get(None)
     task = running_task()
     if task is None:
         if mapping is None:
@@ -87,19 +131,10 @@ def _writable_mapping(key: str) -> Context:
                 "coroutine, or open one with `with aioreqctx.scope(): ...`."
             )
         return mapping
-    owned = getattr(task, "context", None)
-    writable: Context
-    if mapping is None:
-        writable = {}
-    elif mapping is owned or mapping is handoff.mapping:
-        writable = mapping
-    else:
-        writable = snapshot(mapping)
-    if writable is not mapping:
-        current_mapping.set(writable)
-    if writable is not owned:
-        task.context = writable  # type: ignore[attr-defined]
-    return writable
+    owned: bool = getattr(task, "context", None) is mapping
+    if mapping is None or not owned:
+        return own_mapping(task)
+    return mapping
 
 
 def enter(mapping: Context) -> None:
@@ -137,7 +172,8 @@ class scope(SyncOrAsync[Context]):  # noqa: N801 - used like contextlib's lower-
         self._token = current_mapping.set(mapping)
         self._task = running_task()
         if self._task is not None:
-            self._previous_attr = getattr(self._task, "context", _UNSET)
+            previous = _context_attribute(self._task)
+            self._previous_attr = _UNSET if previous is None else previous
             self._task.context = mapping  # type: ignore[attr-defined]
         return mapping
 

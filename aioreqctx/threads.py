@@ -15,6 +15,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import ParamSpec, TypeVar, TypeVarTuple
 
+from .store import own_mapping, running_task
+
 P = ParamSpec("P")
 R = TypeVar("R")
 Ts = TypeVarTuple("Ts")
@@ -25,7 +27,7 @@ def run_in_executor(
 ) -> asyncio.Future[R]:
     """``loop.run_in_executor`` with the caller's context; ``await`` the result."""
     loop = asyncio.get_running_loop()
-    return loop.run_in_executor(executor, contextvars.copy_context().run, func, *args)
+    return loop.run_in_executor(executor, _current_context().run, func, *args)
 
 
 def bind_context(func: Callable[P, R]) -> Callable[P, R]:
@@ -34,10 +36,20 @@ def bind_context(func: Callable[P, R]) -> Callable[P, R]:
     Each call runs in its own copy of that context, so concurrent calls (``executor.map``) work
     and one call's ContextVar changes do not reach the next.
     """
-    captured = contextvars.copy_context()
+    captured = _current_context()
 
     @functools.wraps(func)
     def run_bound(*args: P.args, **kwargs: P.kwargs) -> R:
         return captured.copy().run(func, *args, **kwargs)
 
     return run_bound
+
+
+def _current_context() -> contextvars.Context:
+    """A copy of the caller's Context in which the thread writes where a sharing child would:
+    a task that only inherited its mapping takes its own first (copy on write), so the thread
+    never writes into the mapping the task inherited (start-up code's, another request's)."""
+    task = running_task()
+    if task is not None:
+        own_mapping(task)
+    return contextvars.copy_context()

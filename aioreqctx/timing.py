@@ -30,6 +30,14 @@ _operation_logger = logging.getLogger("aioreqctx.operations")
 _log_operation = event_sink(_operation_logger)
 _counter_lock = threading.Lock()  # counters are rare and brief: one lock for every request
 
+ENTRY_LIMIT = 1000
+"""Timed operations one request keeps; later ones are only counted (``dropped``), so a
+long-running job that times a loop cannot grow without bound."""
+SERVER_TIMING_ENTRIES = 16
+"""Metrics in a ``Server-Timing`` header besides ``total``: the slowest names, the rest as one
+``other`` entry. With names cut to ``SERVER_TIMING_NAME_LIMIT`` the header stays under 2 KB."""
+SERVER_TIMING_NAME_LIMIT = 64
+
 
 def elapsed_ms() -> float | None:
     """Milliseconds since the current request (or scope with a start time) began, or None."""
@@ -46,18 +54,24 @@ class OperationTimings:
     list internally), and one is made per request. Counters read-modify-write, so they lock.
     """
 
-    __slots__ = ("_counters", "_entries", "_running")
+    __slots__ = ("_counters", "_entries", "_running", "dropped")
 
     def __init__(self) -> None:
         self._entries: list[tuple[str, float]] = []
         self._running: list[str] = []
         self._counters: dict[str, float] = {}
+        self.dropped = 0
+        """Operations timed after the first ``ENTRY_LIMIT``, counted but not kept."""
 
     def __deepcopy__(self, memo: dict[int, Any]) -> OperationTimings:
         return self  # one record per request, whichever task copies the context
 
     def add(self, name: str, duration_ms: float) -> None:
-        self._entries.append((name, duration_ms))
+        if len(self._entries) < ENTRY_LIMIT:
+            self._entries.append((name, duration_ms))
+        else:
+            with _counter_lock:
+                self.dropped += 1
 
     def entries(self) -> list[tuple[str, float]]:
         return list(self._entries)
@@ -85,9 +99,25 @@ class OperationTimings:
 
 
 def server_timing_header(total_ms: float, operations: list[tuple[str, float]]) -> str:
-    """A W3C ``Server-Timing`` value: ``total;dur=…`` then each operation, names as tokens."""
+    """A W3C ``Server-Timing`` value: ``total;dur=…`` then the operations, bounded in size.
+
+    Repeats of a name are summed into one metric (names become tokens, cut to 64 characters);
+    beyond ``SERVER_TIMING_ENTRIES`` names, the slowest are kept in order of first appearance
+    and the rest summed into ``other``, whose ``desc`` says how many names it holds.
+    """
+    merged: dict[str, float] = {}
+    for name, ms in operations:
+        token = _NOT_TOKEN.sub("_", name[:SERVER_TIMING_NAME_LIMIT]) or "_"
+        merged[token] = merged.get(token, 0.0) + ms
     parts = [f"total;dur={total_ms:.1f}"]
-    parts += [f"{_NOT_TOKEN.sub('_', name) or '_'};dur={ms:.1f}" for name, ms in operations]
+    if len(merged) > SERVER_TIMING_ENTRIES:
+        keep = SERVER_TIMING_ENTRIES - 1
+        slowest = set(sorted(merged, key=merged.__getitem__, reverse=True)[:keep])
+        rest = [ms for token, ms in merged.items() if token not in slowest]
+        parts += [f"{token};dur={ms:.1f}" for token, ms in merged.items() if token in slowest]
+        parts.append(f'other;dur={sum(rest):.1f};desc="{len(rest)} more"')
+    else:
+        parts += [f"{token};dur={ms:.1f}" for token, ms in merged.items()]
     return ", ".join(parts)
 
 

@@ -88,7 +88,9 @@ def structlog_logger(
 
 
 class Bare:
-    """Stands in for a fresh LogRecord: the filter only touches its ``__dict__``."""
+    """Stands in for a fresh LogRecord: the filter touches its ``__dict__`` and ``exc_info``."""
+
+    exc_info = None
 
 
 @dataclass(frozen=True)

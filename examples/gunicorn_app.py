@@ -4,7 +4,8 @@
 
 Every response carries ``X-Request-ID``; ``/whoami`` also reports the ID the handler saw, the
 worker's process ID, so a client can tell the workers apart, and the ``worker_id`` of the
-lifecycle events this worker has recorded (kept in a ``BufferedCollector``).
+lifecycle events this worker has recorded (kept in a ``BufferedCollector`` of at most
+``EVENTS_KEPT`` events, which counts what it had to drop; ``/whoami`` empties it).
 """
 
 from __future__ import annotations
@@ -16,15 +17,20 @@ from aiohttp import web
 import aioreqctx as context
 
 EVENTS: web.AppKey[context.BufferedCollector] = web.AppKey("events", context.BufferedCollector)
+EVENTS_KEPT = 256  # a bound, so a worker that is never asked cannot grow without limit
 
 
 async def whoami(request: web.Request) -> web.Response:
-    worker_ids = sorted({event.worker_id for event in request.app[EVENTS].flush()})
+    events = request.app[EVENTS]
+    dropped = events.dropped
+    kept = events.flush()
     return web.json_response(
         {
             "request_id": context.get(context.REQUEST_ID),
             "pid": os.getpid(),
-            "lifecycle_worker_ids": worker_ids,
+            "lifecycle_worker_ids": sorted({event.worker_id for event in kept}),
+            "lifecycle_events": len(kept),
+            "lifecycle_events_dropped": dropped,
         }
     )
 
@@ -32,7 +38,7 @@ async def whoami(request: web.Request) -> web.Response:
 async def create_app() -> web.Application:
     """The app factory gunicorn calls in each worker, after the fork."""
     app = web.Application()
-    app[EVENTS] = context.BufferedCollector()
+    app[EVENTS] = context.BufferedCollector(max_buffer_size=EVENTS_KEPT)
     context.setup(app, collector=app[EVENTS])
     app.router.add_get("/whoami", whoami)
     return app

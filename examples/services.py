@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -52,27 +53,26 @@ def where(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableM
     return event
 
 
-def structured_record(
-    logger: Any, method: str, event: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
-    """A stdlib record written by aioreqctx (lifecycle, request events) keeps its fields; they
-    win over the context's, since a connection event is written outside any request."""
-    record = event.get("_record")
-    fields = getattr(record, "event_fields", None)
-    if fields is not None:
-        event["event"] = record.event  # type: ignore[union-attr]
-        event.update(fields)
-    return event
+SERVICE: ContextVar[str] = ContextVar("service")
+"""The service a line comes from. ``make serve`` runs both in one process: each server's
+connections inherit the value set while it started, so their lines carry its name."""
 
 
 def configure_logging(service: str) -> None:
     """structlog renders every line as JSON, its own and those of stdlib loggers alike."""
+
+    def service_name(
+        logger: Any, method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        event["service"] = SERVICE.get(service)  # a thread started without a context: default
+        return event
+
     shared: list[Any] = [
         context.add_request_context,  # request_id, pushed fields, metadata, trace IDs
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         where,
-        lambda _logger, _method, event: {**event, "service": service},
+        service_name,
     ]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -83,7 +83,7 @@ def configure_logging(service: str) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*shared, structured_record],
+            foreign_pre_chain=[context.add_event_fields, *shared],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
@@ -273,9 +273,13 @@ async def serve(apps: list[tuple[str, Callable[[], web.Application], int]]) -> N
         for name, make_app, port in apps:
             access_log = context.access_logger_for(structlog.get_logger("aiohttp.access"))
             runner = web.AppRunner(make_app(), access_log_class=access_log)
-            await runner.setup()
-            runners.append(runner)
-            await web.TCPSite(runner, "127.0.0.1", port).start()
+            named = SERVICE.set(name)
+            try:
+                await runner.setup()
+                runners.append(runner)
+                await web.TCPSite(runner, "127.0.0.1", port).start()
+            finally:
+                SERVICE.reset(named)
             bound = runner.addresses[0][1]
             print(json.dumps({"event": "listening", "service": name, "port": bound}), flush=True)
         await stop.wait()

@@ -12,6 +12,10 @@ The conventions, so that the docs stay copy-pasteable and the test can still che
   serves the program on 127.0.0.1 with a free port, sends those requests, checks every answer
   carries an ``X-Request-ID``, then stops the server with SIGINT (Ctrl-C); the Output block
   after "Try it" is what the server printed. ``web.run_app``'s start-up banner is not shown.
+- A ```python block whose first line is ``# test_NAME.py`` is a test file: it is run with
+  ``python -m pytest -q test_NAME.py`` in a directory of its own, and its Output block is what
+  pytest prints. A block titled with a file name (```ini title="pytest.ini") just before it is
+  written into that directory first.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>[\w-]*)(?P<info>.*)$")
 OUTPUT_INFO = 'title="Output"'
 TRY_IT_INFO = 'title="Try it"'
+FILE_TITLE = re.compile(r'title="(?P<name>[\w.-]+\.\w+)"')
+TEST_FILE = re.compile(r"# (?P<name>test_\w+\.py)$")
 PLACEHOLDERS = {
     "<uuid>": r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
     "<int>": r"-?\d+",
@@ -62,10 +68,16 @@ class Example:
     code: Fence
     requests: list[Request] = field(default_factory=list)
     output: Fence | None = None
+    files: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return f"{self.code.path.relative_to(ROOT)}:{self.code.line}"
+
+    @property
+    def test_file(self) -> str | None:
+        match = TEST_FILE.match(self.code.body.partition("\n")[0])
+        return None if match is None else match["name"]
 
     @property
     def serves(self) -> bool:
@@ -129,10 +141,16 @@ def examples(path: Path) -> list[Example]:
     """The python blocks of ``path``; raises on an Output or Try-it block that has no program."""
     found: list[Example] = []
     previous: Example | None = None
+    files: dict[str, str] = {}
     for fence in fences(path):
         if fence.lang == "python":
-            previous = Example(fence)
+            previous = Example(fence, files=files)
             found.append(previous)
+            files = {}
+            continue
+        named = FILE_TITLE.search(fence.info)
+        if named is not None and OUTPUT_INFO not in fence.info:
+            files[named["name"]] = fence.body + "\n"
             continue
         if OUTPUT_INFO in fence.info or TRY_IT_INFO in fence.info:
             if previous is None or previous.output is not None:

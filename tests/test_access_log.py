@@ -95,6 +95,46 @@ def test_every_kind_of_ending_gets_one_line(loop_factory: LoopFactory) -> None:
     assert "user_agent=probe/1.0 disconnected=False" in line
 
 
+def test_a_client_gone_under_handler_cancellation_still_gets_its_line(
+    loop_factory: LoopFactory,
+) -> None:
+    handler = ListHandler()
+
+    async def main() -> None:
+        started = asyncio.Event()
+        access = logging.getLogger("tests.access.cancel")
+        async with serving(
+            make_app(started),
+            access_log_class=context.AccessLogger,
+            access_log=access,
+            handler_cancellation=True,
+        ) as port:
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(get_request("/slow", b"X-Request-ID: cancelled-1"))
+            await asyncio.wait_for(started.wait(), 10)
+            writer.close()
+            await eventually(lambda: len(handler.records) == 1)
+            ok = await received(port, get_request("/ok", b"X-Request-ID: after-1"))
+            assert ok.startswith(b"HTTP/1.1 200")  # the server goes on serving
+            await eventually(lambda: len(handler.records) == 2)
+
+    with attached("tests.access.cancel", handler):
+        run(loop_factory, main)
+    gone, after = (record.event_fields for record in handler.records)  # type: ignore[attr-defined]
+    assert gone | {"duration_ms": 0} == {
+        "request_id": "cancelled-1",
+        "method": "GET",
+        "path": "/slow",
+        "status": context.CLIENT_CLOSED_REQUEST,  # cancelled: the handler produced nothing
+        "bytes": 0,
+        "duration_ms": 0,
+        "remote": "127.0.0.1",
+        "user_agent": None,
+        "disconnected": True,
+    }
+    assert (after["request_id"], after["status"]) == ("after-1", 200)
+
+
 async def received(port: int, request: bytes) -> bytes:
     """Every byte the server sends for ``request`` on a connection it then closes."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -28,8 +28,9 @@ def run_bench(script: str, *options: str, timeout: float = 120) -> str:
 
 def test_quick_benchmark_runs_every_case_on_both_loops() -> None:
     stdout = run_bench("tasks.py")
-    # Twice per event loop (one task at a time, chains), and the get case once per loop.
-    assert stdout.count("aioreqctx copying_task_factory") == 4
+    # Three times per event loop (one task at a time, fan-out, chains), the get case once.
+    assert stdout.count("aioreqctx copying_task_factory") == 6
+    assert stdout.count("trivial tasks created at once, then gathered") == 2
     assert stdout.count("aioreqctx.get, 10-level chainmap") == 2
     assert "fails under uvloop" in stdout
 

@@ -224,3 +224,23 @@ def test_logging_collector_skips_health_checks_and_filtered_levels(
 def test_logging_collector_rejects_bad_options(options: dict[str, Any], error: type) -> None:
     with pytest.raises(error):
         context.LoggingCollector(**options)
+
+
+def test_buffered_collector_is_bounded_by_default_and_counts_what_it_drops(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    collector = context.BufferedCollector()
+    assert collector.max_buffer_size == 1000
+
+    def record(i: int) -> None:
+        for n in range(1000):
+            collector.record(completed(i * 10_000 + n))
+
+    in_threads(4, record)
+    assert len(collector) == 1000
+    assert collector.dropped == 3000
+    kept = collector.flush()
+    assert len({event.connection_id for event in kept}) == 1000
+    assert caplog.text.count("BufferedCollector is full") == 1
+    collector.record(completed(1))
+    assert [event.connection_id for event in collector.flush()] == [1]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from aioreqctx.deadline import format_deadline, parse_deadline
 
 from .conftest import LoopFactory, run
 from .http_helpers import serving
+from .log_capture import capture
 from .test_client import BACKEND, SESSION, backend_app, gateway_app, seen_by_backend
 
 RELEASE: web.AppKey[asyncio.Event] = web.AppKey("release")
@@ -184,3 +187,85 @@ def test_parse_and_format_round_trip() -> None:
 def test_bad_observer_options_are_refused(options: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=r"positive number of seconds|header name"):
         context.DeadlineObserver(**options)
+
+
+async def call_backend_unguarded(request: web.Request) -> web.Response:
+    """An ordinary handler: it does not catch DeadlineExceeded."""
+    seen = await seen_by_backend(request.app[SESSION], request.app[BACKEND] + "/echo")
+    return web.json_response({"left": context.remaining_time(), "sent": seen["deadline"]})
+
+
+async def call_stuck_unguarded(request: web.Request) -> web.Response:
+    """An ordinary handler whose backend call is cut off at the deadline (TimeoutError)."""
+    await seen_by_backend(request.app[SESSION], request.app[BACKEND] + "/stuck")
+    return web.Response(text="unreachable")
+
+
+def serve_with_deadline(
+    loop_factory: LoopFactory,
+    deadline: str,
+    trusted_networks: tuple[str, ...],
+    path: str = "/call",
+) -> tuple[int, Any]:
+    async def main() -> tuple[int, Any]:
+        backend = backend_app()
+        backend[RELEASE] = asyncio.Event()
+        backend.router.add_get("/stuck", stuck)
+        async with serving(backend) as backend_port:
+            app = web.Application()
+            context.setup(
+                app,
+                trusted_networks=trusted_networks,
+                observers=(context.DeadlineObserver(),),
+                request_events=True,
+            )
+            app[BACKEND] = f"http://127.0.0.1:{backend_port}"
+            app.router.add_get("/call", call_backend_unguarded)
+            app.router.add_get("/call-stuck", call_stuck_unguarded)
+            async with ClientSession(middlewares=(context.ClientPropagation(),)) as session:
+                app[SESSION] = session
+                async with serving(app) as port, ClientSession() as client:
+                    url = f"http://127.0.0.1:{port}{path}"
+                    headers = {"X-Request-Deadline": deadline, "X-Request-ID": "from-client"}
+                    try:
+                        async with client.get(url, headers=headers) as response:
+                            body = await response.text()
+                            return response.status, (response.headers["X-Request-ID"], body)
+                    finally:
+                        backend[RELEASE].set()  # before the servers shut down
+
+    return run(loop_factory, main)
+
+
+def test_an_untrusted_client_deadline_is_ignored_like_its_id(loop_factory: LoopFactory) -> None:
+    status, (request_id, body) = serve_with_deadline(
+        loop_factory, "2000-01-01T00:00:00Z", trusted_networks=("10.0.0.0/8",)
+    )
+    assert status == 200, body
+    assert request_id != "from-client"
+    assert json.loads(body) == {"left": None, "sent": None}
+
+
+@pytest.mark.parametrize(
+    ("path", "deadline"),
+    [
+        ("/call", lambda: "2000-01-01T00:00:00Z"),  # passed: the call is never sent
+        ("/call-stuck", lambda: format_deadline(0.3)),  # the call is cut off at the deadline
+    ],
+    ids=["passed", "cut-off"],
+)
+def test_a_trusted_deadline_504_is_logged_as_no_server_error(
+    loop_factory: LoopFactory, path: str, deadline: Callable[[], str]
+) -> None:
+    with capture("aioreqctx") as ours, capture("aiohttp") as aiohttp_logs:
+        status, (request_id, _) = serve_with_deadline(
+            loop_factory, deadline(), trusted_networks=("127.0.0.0/8",), path=path
+        )
+    assert status == 504
+    assert request_id == "from-client"
+    records = ours.records + aiohttp_logs.records
+    assert [r.getMessage() for r in records if r.levelno >= logging.ERROR] == []
+    (finished,) = [r for r in ours.records if getattr(r, "event", None) == "request_finished"]
+    assert finished.levelno == logging.WARNING
+    assert finished.event_fields["status"] == 504  # type: ignore[attr-defined]
+    assert finished.event_fields["deadline_expired"] is True  # type: ignore[attr-defined]

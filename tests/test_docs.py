@@ -25,9 +25,9 @@ def run_env() -> dict[str, str]:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "error"}
 
 
-def run_program(program: Path, workdir: Path) -> str:
+def run_program(command: list[str], workdir: Path) -> str:
     result = subprocess.run(
-        [sys.executable, str(program)],
+        [sys.executable, *command],
         cwd=workdir,
         env=run_env(),
         stdout=subprocess.PIPE,
@@ -59,7 +59,8 @@ def send(port: int, request: Request) -> None:
     finally:
         connection.close()
     assert response.status < 500, body
-    assert request_id is not None and is_valid_request_id(request_id)
+    assert request_id is not None
+    assert is_valid_request_id(request_id)
     report = mismatches(request.expected_body, body)
     assert not report, f"GET {request.path}: " + "\n".join(report)
 
@@ -89,16 +90,27 @@ def serve_program(example: Example, program: Path, workdir: Path) -> str:
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[example.name for example in EXAMPLES])
 def test_block_runs_as_printed(example: Example, tmp_path: Path) -> None:
-    program = tmp_path / "example.py"
+    for name, text in example.files.items():
+        (tmp_path / name).write_text(text)
+    program = tmp_path / (example.test_file or "example.py")
     program.write_text(example.code.body + "\n")
-    if example.serves:
+    if example.test_file is not None:
+        printed = run_program(["-m", "pytest", "-q", program.name], tmp_path)
+    elif example.serves:
         assert example.requests, "a block that serves needs a Try-it block after it"
         printed = serve_program(example, program, tmp_path)
     else:
-        printed = run_program(program, tmp_path)
+        printed = run_program([str(program)], tmp_path)
     expected = example.output.body if example.output is not None else ""
     report = mismatches(expected, printed)
     assert not report, "\n".join(report)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[example.name for example in EXAMPLES])
+def test_an_application_in_a_block_is_served(example: Example) -> None:
+    """A handler that is never called proves nothing (the README's first snippet answered 500)."""
+    if "web.Application(" in example.code.body:
+        assert example.serves or "web.AppRunner(" in example.code.body or example.test_file
 
 
 @pytest.mark.parametrize("path", DOC_FILES, ids=[str(p.relative_to(ROOT)) for p in DOC_FILES])

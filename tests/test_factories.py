@@ -128,40 +128,74 @@ def test_task_context_is_the_mapping_get_and_set_use(
     assert parent_foo == ("bar" if factory_name == "task_factory" else None)
 
 
-def test_task_with_no_current_task_starts_empty(
+def test_task_made_in_a_callback_reads_what_the_callback_carried_and_copies_on_write(
     loop_factory: LoopFactory, factory_name: str
 ) -> None:
-    async def peek() -> Any:
-        return context.get("X-Request-ID", "empty")
+    async def peek_then_write() -> Any:
+        seen = context.get("X-Request-ID", "empty")
+        context.set("X-Request-ID", "overwritten by the callback's task")
+        return seen
 
     async def main() -> Any:
         context.set("X-Request-ID", "req-1")
         loop = asyncio.get_running_loop()
         spawned: asyncio.Future[asyncio.Task[Any]] = loop.create_future()
-        loop.call_soon(lambda: spawned.set_result(loop.create_task(peek())))
-        return await (await spawned)
+        loop.call_soon(lambda: spawned.set_result(loop.create_task(peek_then_write())))
+        return await (await spawned), context.get("X-Request-ID")
 
-    assert run(loop_factory, main, FACTORIES[factory_name]) == "empty"
+    assert run(loop_factory, main, FACTORIES[factory_name]) == ("req-1", "req-1")
 
 
-def test_server_connection_tasks_start_empty(loop_factory: LoopFactory, factory_name: str) -> None:
-    async def main() -> bytes:
+def test_task_made_in_a_callback_with_nothing_visible_starts_a_fresh_mapping(
+    loop_factory: LoopFactory, factory_name: str
+) -> None:
+    def in_callback(done: asyncio.Future[Any]) -> None:
+        async def child() -> None:
+            context.set("child_write", "child")
+
+        async def writes_and_spawns() -> Any:
+            await asyncio.create_task(child())
+            return context.get("child_write"), type(asyncio.current_task().context)  # type: ignore[union-attr]
+
+        done.set_result(asyncio.get_running_loop().create_task(writes_and_spawns()))
+
+    async def main() -> Any:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[asyncio.Task[Any]] = loop.create_future()
+        loop.call_soon(in_callback, done, context=contextvars.Context())
+        return await (await done)
+
+    child_write, mapping_type = run(loop_factory, main, FACTORIES[factory_name])
+    assert child_write == ("child" if factory_name == "task_factory" else None)
+    assert mapping_type is (
+        context.LayeredContext if factory_name == "chainmap_task_factory" else dict
+    )
+
+
+def test_server_connection_tasks_read_start_up_values_and_never_write_back(
+    loop_factory: LoopFactory, factory_name: str
+) -> None:
+    async def main() -> list[bytes]:
         context.set("X-Request-ID", "startup")
 
         async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             writer.write(str(context.get("X-Request-ID", "empty")).encode())
+            context.set("X-Request-ID", "written by a connection")
             await writer.drain()
             writer.close()
 
         server = await asyncio.start_server(on_connection, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
+        replies = []
         async with server:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            reply = await asyncio.wait_for(reader.read(), 5)
-            writer.close()
-            return reply
+            for _ in range(2):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                replies.append(await asyncio.wait_for(reader.read(), 5))
+                writer.close()
+        replies.append(context.get("X-Request-ID").encode())
+        return replies
 
-    assert run(loop_factory, main, FACTORIES[factory_name]) == b"empty"
+    assert run(loop_factory, main, FACTORIES[factory_name]) == [b"startup"] * 3
 
 
 def test_factory_installed_inside_main_covers_later_tasks(

@@ -57,6 +57,18 @@ async def ask_until_both_workers_answer(port: int) -> list[dict[str, Any]]:
     return answers
 
 
+async def flood_one_worker(port: int, requests: int) -> dict[str, Any]:
+    """``requests`` unanswered paths on one keep-alive connection (so one worker), then
+    ``/whoami`` on it: what that worker kept of its lifecycle events."""
+    async with ClientSession(connector=TCPConnector(limit=1)) as session:
+        for number in range(requests):
+            async with session.get(f"http://127.0.0.1:{port}/missing/{number}") as response:
+                assert response.status == 404
+        async with session.get(f"http://127.0.0.1:{port}/whoami") as response:
+            answer: dict[str, Any] = await response.json()
+            return answer
+
+
 def is_gone(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split()[2]
@@ -91,6 +103,10 @@ def test_two_gunicorn_workers_serve_ids_and_stop_cleanly() -> None:
             # Lifecycle events (at least this request's RequestStarted) name their worker.
             assert answer["lifecycle_worker_ids"] == [answer["pid"]]
         assert {answer["pid"] for answer in answers} == workers
+        # Two events per request, a bounded buffer: the worker keeps 256 and counts the rest.
+        flooded = asyncio.run(flood_one_worker(port, 300))
+        assert flooded["lifecycle_events"] == 256
+        assert flooded["lifecycle_events_dropped"] > 300
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0
         assert all(is_gone(pid) for pid in workers)

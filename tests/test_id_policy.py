@@ -62,6 +62,26 @@ def test_valid_ids_are_used_as_sent(loop_factory: LoopFactory) -> None:
         assert json.loads(reply.body) == {"rid": value, "rejected": None}
 
 
+@pytest.mark.parametrize(
+    "options", [{}, {"header_names": ("X-Request-ID", "X-Correlation-ID")}], ids=["one", "two"]
+)
+def test_of_two_x_request_id_headers_the_first_wins(
+    loop_factory: LoopFactory, options: dict[str, Any]
+) -> None:
+    both_valid, first_invalid = exchange(
+        loop_factory,
+        get_request("/", b"X-Request-ID: first-1", b"X-Request-ID: second-1"),
+        get_request("/", b"X-Request-ID: bad id", b"X-Request-ID: second-2"),
+        **options,
+    )
+    assert both_valid.all("X-Request-ID") == ["first-1"]
+    assert json.loads(both_valid.body) == {"rid": "first-1", "rejected": None}
+    # The first is the one judged: invalid, so a new ID, never the second header's value.
+    (new_id,) = first_invalid.all("X-Request-ID")
+    assert _is_uuid4(new_id)
+    assert json.loads(first_invalid.body) == {"rid": new_id, "rejected": "bad id"}
+
+
 INVALID = [
     b"has space",
     b"tab\there",

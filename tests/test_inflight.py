@@ -8,8 +8,10 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 from time import perf_counter
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -153,3 +155,60 @@ def test_max_age_must_be_a_positive_number() -> None:
     for bad in (0, -1, float("inf"), float("nan"), "60"):
         with pytest.raises(ValueError, match="positive number of seconds"):
             context.InFlightRegistry(max_age_seconds=bad)  # type: ignore[arg-type]
+
+
+async def inflight_status(connector: aiohttp.BaseConnector, url: str, **headers: str) -> int:
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get(url, headers=headers) as response,
+    ):
+        if response.status == 200:
+            shown = (await response.json())["requests"]
+            assert [entry["path"] for entry in shown] == ["/_inflight"]  # itself
+        return response.status
+
+
+def test_the_json_page_is_served_to_loopback_peers_or_whom_allow_lets_in(
+    loop_factory: LoopFactory, tmp_path: Path
+) -> None:
+    """A Unix socket stands in for a peer that is not on loopback (its address is none)."""
+
+    def by_token(request: web.Request) -> bool:
+        return request.headers.get("X-Ops-Token") == "s3cret"
+
+    async def main() -> list[int]:
+        statuses: list[int] = []
+        for allow in (None, by_token):
+            registry = (
+                context.InFlightRegistry()
+                if allow is None
+                else context.InFlightRegistry(allow=allow)
+            )
+            app = web.Application()
+            context.setup(app, registry=registry)
+            app.router.add_get("/_inflight", registry.handler)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            tcp = web.TCPSite(runner, "127.0.0.1", 0)
+            socket_path = str(tmp_path / f"inflight-{len(statuses)}.sock")
+            unix = web.UnixSite(runner, socket_path)
+            await tcp.start()
+            await unix.start()
+            try:
+                url = f"http://127.0.0.1:{runner.addresses[0][1]}/_inflight"
+                unix_url = "http://localhost/_inflight"
+                statuses += [
+                    await inflight_status(aiohttp.TCPConnector(), url),
+                    await inflight_status(aiohttp.UnixConnector(socket_path), unix_url),
+                    await inflight_status(aiohttp.TCPConnector(), url, **{"X-Ops-Token": "s3cret"}),
+                ]
+            finally:
+                await runner.cleanup()
+        return statuses
+
+    assert run(loop_factory, main) == [200, 403, 200, 403, 403, 200]
+
+
+def test_allow_must_be_callable() -> None:
+    with pytest.raises(TypeError, match="allow must be callable"):
+        context.InFlightRegistry(allow="127.0.0.1")  # type: ignore[arg-type]

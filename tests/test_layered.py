@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import gc
+import io
+import json
+import logging
 from collections import ChainMap
+from collections.abc import Callable
 from typing import Any
 
+import aiohttp
+import structlog
+from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
 import aioreqctx as context
-from aioreqctx import LayeredContext
+from aioreqctx import LayeredContext, inheritance, keys, layered
+from aioreqctx.store import current_mapping
+
+from .conftest import LoopFactory, run
+from .http_helpers import serving
+from .log_capture import ListHandler, attached
 
 KEYS = st.sampled_from(["a", "b", "c", "d"])
 OPS = st.lists(
@@ -17,11 +32,30 @@ OPS = st.lists(
         st.tuples(st.just("set"), st.integers(0, 5), KEYS, st.integers()),
         st.tuples(st.just("delete"), st.integers(0, 5), KEYS),
         st.tuples(st.just("clear"), st.integers(0, 5)),
-        st.tuples(st.just("root_dict_write"), KEYS, st.integers()),
+        st.tuples(st.just("root_set"), KEYS, st.integers()),
+        st.tuples(st.just("root_clear")),
+        st.tuples(st.just("root_metadata"), KEYS, st.integers()),
         st.tuples(st.just("read"), st.integers(0, 5), KEYS),
     ),
     max_size=30,
 )
+
+
+def in_context_of(mapping: dict[str, Any], write: Callable[..., None], *args: Any) -> None:
+    """Run ``write`` where ``mapping`` is the current context, as in the task that owns it."""
+
+    def enter_and_write() -> None:
+        current_mapping.set(mapping)
+        write(*args)
+
+    contextvars.copy_context().run(enter_and_write)
+
+
+def layer_over(parent: dict[str, Any] | LayeredContext) -> LayeredContext:
+    """What chainmap_task_factory gives a child of a task whose mapping is ``parent``."""
+    layer = inheritance.layer_over(parent)
+    assert isinstance(layer, LayeredContext)
+    return layer
 
 
 @given(OPS)
@@ -34,11 +68,13 @@ def test_every_layer_reads_like_a_plain_chainmap(ops: list[Any]) -> None:
         layers.append(layers[-1].new_layer())
         references.append(ChainMap(layers[-1].maps[0], *references[-1].maps))
     for op in ops:
-        if op[0] == "root_dict_write":
-            # A plain root is written through aioreqctx.set in its own task; emulate that here.
-            with context.scope() as mapping:
-                root[op[1]] = op[2]
-                context.set("unrelated", mapping)
+        if op[0] == "root_set":
+            in_context_of(root, context.set, op[1], op[2])
+        elif op[0] == "root_clear":
+            in_context_of(root, context.clear)
+        elif op[0] == "root_metadata":
+            context.RequestContext(root).add_metadata(**{op[1]: op[2]})
+        if op[0].startswith("root_"):
             continue
         layer, reference = layers[op[1]], references[op[1]]
         if op[0] == "set":
@@ -81,3 +117,139 @@ def test_ten_levels_deep_sees_the_root_and_late_writes() -> None:
     assert deepest.get("X-Request-ID") == "r"
     root["late"] = "seen"
     assert deepest["late"] == "seen"
+
+
+def test_layers_over_one_root_share_its_lineage_and_see_its_writes_at_once() -> None:
+    """Sibling ChainMap children of one dict-mode task, and the ChainMap API's derived maps."""
+    root: dict[str, Any] = {"X-Request-ID": "r"}
+    first, second = layer_over(root), layer_over(root)
+    deep = first
+    for _ in range(99):
+        deep = layer_over(deep)
+    derived = [first.new_child(), deep.parents, deep.copy(), LayeredContext({}, root)]
+    views = [first, second, deep, *derived]
+    assert all(view.get("user") is None for view in views)
+    in_context_of(root, context.set, "user", "alice")
+    assert [view.get("user") for view in views] == ["alice"] * len(views)
+    deep["user"] = "bob"  # a layer's own write reaches the layers built over it, and no others
+    assert deep.get("user") == "bob"
+    assert [view.get("user") for view in views if view is not deep] == ["alice"] * 6
+
+
+def test_a_write_in_one_lineage_leaves_another_lineages_view_cached() -> None:
+    """Another request's writes must not make this request's deep reads rebuild their view."""
+    root_a: dict[str, Any] = {"X-Request-ID": "a"}
+    root_b: dict[str, Any] = {"X-Request-ID": "b"}
+    layer_a = layer_over(layer_over(root_a))
+    layer_b = layer_over(layer_over(root_b))
+    assert (layer_a.get("X-Request-ID"), layer_b.get("X-Request-ID")) == ("a", "b")
+    cached_b = layer_b._cache
+    in_context_of(root_a, context.set, "user", "alice")
+    layer_a["step"] = 1
+    context.RequestContext(root_a).add_metadata(user="alice")
+    assert (layer_a.get("user"), layer_a.get("step")) == ("alice", 1)
+    assert layer_b.get("X-Request-ID") == "b"
+    assert layer_b._cache is cached_b
+
+
+def test_a_hand_built_chain_over_another_layer_sees_that_layers_writes() -> None:
+    below = LayeredContext({"a": 1})
+    over_root = LayeredContext({}, below)
+    in_the_middle = LayeredContext({}, below, {"z": 0})
+    assert (over_root.get("b"), in_the_middle.get("b")) == (None, None)
+    below["b"] = 2
+    assert (over_root.get("b"), in_the_middle.get("b")) == (2, 2)
+    assert dict(in_the_middle) == {"a": 1, "b": 2, "z": 0}
+
+
+def test_lineages_of_finished_requests_leave_the_registry() -> None:
+    for number in range(5000):
+        layer_over({"X-Request-ID": str(number)}).get("X-Request-ID")
+    gc.collect()
+    layer_over({}).get("X-Request-ID")  # registering sweeps the dead entries past a bound
+    assert len(layered._lineage_of_root) <= 130
+
+
+def test_the_first_metrics_increment_reaches_a_chainmap_child_that_already_read(
+    loop_factory: LoopFactory,
+) -> None:
+    async def main() -> dict[str, Any]:
+        with context.scope({keys.REQUEST_ID: "job-1"}):  # a job: no middleware made OPERATIONS
+            child_has_read, incremented = asyncio.Event(), asyncio.Event()
+
+            async def child() -> dict[str, Any]:
+                view = context.RequestContext.current()
+                assert view is not None
+                assert isinstance(view.mapping, LayeredContext)
+                assert view.metrics["counters"] == {}
+                child_has_read.set()
+                await incremented.wait()
+                counters: dict[str, Any] = view.metrics["counters"]
+                return counters
+
+            task = asyncio.create_task(child())
+            await child_has_read.wait()
+            context.RequestContext.current().increment("queries")  # type: ignore[union-attr]
+            incremented.set()
+            return await task
+
+    assert run(loop_factory, main, context.chainmap_task_factory) == {"queries": 1}
+
+
+def test_the_first_add_metadata_reaches_a_chainmap_childs_log_lines(
+    loop_factory: LoopFactory,
+) -> None:
+    """A real server under chainmap_task_factory: the handler adds metadata after a child task
+    has logged once; the child's next structlog and stdlib lines carry it."""
+    stream = io.StringIO()
+    structlog.configure(
+        processors=[context.add_request_context, structlog.processors.JSONRenderer()],
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+    )
+    records = ListHandler()
+    records.addFilter(context.RequestContextFilter())
+    child_mappings: list[object] = []
+
+    def log_both(event: str) -> None:
+        structlog.get_logger().info(event)
+        logging.getLogger("tests.layered").info(event)
+
+    async def handler(request: web.Request) -> web.Response:
+        child_has_logged, metadata_added = asyncio.Event(), asyncio.Event()
+
+        async def child() -> None:
+            child_mappings.append(current_mapping.get())
+            log_both("child before")
+            child_has_logged.set()
+            await metadata_added.wait()
+            log_both("child after")
+
+        task = asyncio.create_task(child())
+        await child_has_logged.wait()
+        context.RequestContext.current().add_metadata(user="alice")  # type: ignore[union-attr]
+        metadata_added.set()
+        await task
+        return web.Response(text="ok")
+
+    async def main() -> None:
+        app = web.Application()
+        context.setup(app)
+        app.router.add_get("/", handler)
+        async with serving(app) as port, aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{port}/"
+            async with session.get(url, headers={"X-Request-ID": "meta-1"}) as response:
+                assert response.status == 200
+
+    try:
+        with attached("tests.layered", records):
+            run(loop_factory, main, context.chainmap_task_factory)
+    finally:
+        structlog.reset_defaults()
+    assert isinstance(child_mappings[0], LayeredContext)
+    events = {line["event"]: line for line in map(json.loads, stream.getvalue().splitlines())}
+    stdlib = {record.getMessage(): record.__dict__ for record in records.records}
+    for fields in (events, stdlib):
+        assert fields["child before"]["request_id"] == "meta-1"
+        assert "user" not in fields["child before"]
+        assert fields["child after"]["request_id"] == "meta-1"
+        assert fields["child after"]["user"] == "alice"

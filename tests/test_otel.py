@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 from typing import Any
 
 from aiohttp import ClientSession, web
@@ -70,7 +72,7 @@ def test_request_id_on_the_span_and_trace_ids_in_log_fields(loop_factory: LoopFa
 
 
 def test_without_an_active_span_there_is_nothing() -> None:
-    assert otel_log_fields() == {}
+    assert otel_log_fields() == {"trace_id": None, "span_id": None}  # the loggers' default
     observer = SpanRequestIdObserver()
     mapping: context.Context = {context.REQUEST_ID: "no-span"}
     observer.request_started(None, mapping)  # type: ignore[arg-type]  # not read without a span
@@ -88,7 +90,7 @@ def test_log_lines_carry_the_active_span_next_to_the_request_id() -> None:
             explicit = add_fields(None, "info", {"event": "x", "trace_id": "given"})
             default = without(None, "info", {"event": "default"})
     assert default == {"event": "default", "request_id": "traced-1"}  # off unless asked for
-    assert "trace_id" not in outside
+    assert outside == {"event": "before", "request_id": "traced-1", "trace_id": "-", "span_id": "-"}
     assert inside == {
         "event": "inside",
         "request_id": "traced-1",
@@ -97,3 +99,31 @@ def test_log_lines_carry_the_active_span_next_to_the_request_id() -> None:
     }
     assert isinstance(explicit, dict)
     assert explicit["trace_id"] == "given"
+
+
+def test_span_fields_always_format_in_stdlib_records_inside_and_outside_a_span() -> None:
+    tracer = TracerProvider().get_tracer("tests")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(request_id)s %(trace_id)s %(span_id)s %(message)s"))
+    handler.addFilter(context.RequestContextFilter(extra_fields=otel_log_fields, default="none"))
+    log = logging.getLogger("tests.otel.filter")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("outside")
+        with tracer.start_as_current_span("work") as span:
+            log.warning("inside")
+    finally:
+        log.removeHandler(handler)
+    uninstall = context.install_log_record_factory(extra_fields=otel_log_fields)
+    try:
+        stamped = logging.getLogRecordFactory()("x", logging.INFO, "f", 1, "m", (), None)
+    finally:
+        uninstall()
+    ids = span.get_span_context()
+    assert stream.getvalue().splitlines() == [
+        "none none none outside",
+        f"none {ids.trace_id:032x} {ids.span_id:016x} inside",
+    ]
+    assert (stamped.trace_id, stamped.span_id) == ("-", "-")  # type: ignore[attr-defined]

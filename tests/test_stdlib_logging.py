@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import logging
 import logging.config
 import threading
@@ -10,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp import web
 
 import aioreqctx as context
@@ -194,3 +197,72 @@ def test_undoing_under_a_later_factory_keeps_that_factory_chained() -> None:
 def test_unusable_field_names_are_refused_with_advice(context_keys: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="context_keys"):
         context.RequestContextFilter(context_keys=context_keys)  # type: ignore[arg-type]
+
+
+def test_aioreqctx_events_under_every_documented_set_up_combined(loop_factory: LoopFactory) -> None:
+    """Record factory, handler filter and the structlog ProcessorFormatter all at once: every
+    access line, request event and text lifecycle event arrives, with its request's ID."""
+    text = ListHandler("%(request_id)s %(user_id)s %(name)s %(message)s")
+    text.addFilter(context.RequestContextFilter(context_keys={"user.id": "user_id"}))
+    stream = io.StringIO()
+    as_json = logging.StreamHandler(stream)
+    as_json.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[context.add_request_context, structlog.stdlib.add_log_level],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    ids = [f"combined-{n}" for n in range(20)]
+
+    async def handler(request: web.Request) -> web.Response:
+        context.set("user.id", "u-" + context.get(context.REQUEST_ID))
+        logging.getLogger("tests.combined.app").info("handled")
+        return web.Response(text="ok")
+
+    async def main() -> None:
+        app = web.Application()
+        context.setup(
+            app,
+            request_events=context.RequestEvents(logger="tests.combined.requests"),
+            collector=context.LoggingCollector(
+                log_format="text", logger="tests.combined.lifecycle"
+            ),
+        )
+        app.router.add_get("/", handler)
+        access = logging.getLogger("tests.combined.access")
+        async with (
+            serving(app, access_log_class=context.AccessLogger, access_log=access) as port,
+            aiohttp.ClientSession() as session,
+        ):
+            for rid in ids:
+                headers = {"X-Request-ID": rid}
+                async with session.get(f"http://127.0.0.1:{port}/", headers=headers) as response:
+                    assert response.status == 200
+            await eventually(lambda: sum(" access " in line for line in text.lines) == len(ids))
+
+    uninstall = context.install_log_record_factory(context_keys={"user.id": "user_id"})
+    try:
+        with attached("tests.combined", text), attached("tests.combined", as_json):
+            run(loop_factory, main)
+    finally:
+        uninstall()
+
+    assert text.errors == []
+    json_lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(json_lines) == len(text.lines)
+    for rid in ids:
+        mine = [line for line in text.lines if line.startswith(f"{rid} ")]
+        for expected in (
+            f"tests.combined.requests request_started request_id={rid} method=GET",
+            "tests.combined.app handled",
+            f"tests.combined.requests request_finished request_id={rid} method=GET",
+            f"tests.combined.access access request_id={rid} method=GET path=/ status=200",
+            "tests.combined.lifecycle request_started time=",
+            "tests.combined.lifecycle response_completed time=",
+        ):
+            assert sum(expected in line for line in mine) == 1, (expected, mine)
+        assert f"{rid} u-{rid} tests.combined.access " in "\n".join(mine)
+        assert sum(line["request_id"] == rid for line in json_lines) == len(mine)

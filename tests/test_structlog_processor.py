@@ -18,7 +18,7 @@ import aioreqctx as context
 from aioreqctx import keys
 
 from .conftest import LoopFactory, run
-from .http_helpers import serving
+from .http_helpers import get_request, raw_exchange, serving
 from .log_capture import attached, eventually
 
 
@@ -54,7 +54,7 @@ def stdlib_integrated_json(handler: logging.Handler) -> None:
     )
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
+            foreign_pre_chain=[context.add_event_fields, *shared],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.JSONRenderer(),
@@ -163,3 +163,58 @@ def test_outside_a_request_the_default_and_configured_keys_are_added() -> None:
             "request_id": "R",
             "tenant": "mine",
         }
+
+
+async def ok(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+@pytest.mark.parametrize("lifecycle_format", ["json", "text"])
+def test_stdlib_integrated_json_has_aioreqctxs_own_events_as_fields_once(
+    loop_factory: LoopFactory, reset_structlog: None, lifecycle_format: str
+) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    stdlib_integrated_json(handler)
+    app = web.Application()
+    collector = context.LoggingCollector(log_format=lifecycle_format)  # type: ignore[arg-type]
+    context.setup(app, request_events=True, collector=collector)
+    app.router.add_get("/", ok)
+
+    async def main() -> None:
+        async with serving(app, access_log_class=context.AccessLogger) as port:
+            (response,) = await raw_exchange(port, get_request("/", b"X-Request-ID: own-1"))
+            assert response.status == 200
+        await eventually(lambda: "connection_completed" in stream.getvalue())
+
+    with attached("aiohttp.access", handler), attached("aioreqctx", handler):
+        run(loop_factory, main)
+    events = {}
+    for line in stream.getvalue().splitlines():
+        event = json.loads(line)
+        assert "event_fields" not in event, line
+        events[event["event"]] = event
+    assert {
+        "access",
+        "request_started",
+        "request_finished",
+        "connection_completed",
+        "response_completed",
+        "connection_opened",
+    } <= set(events)
+    access = events["access"]
+    assert access["logger"] == "aiohttp.access"
+    assert (access["request_id"], access["method"], access["path"], access["status"]) == (
+        "own-1",
+        "GET",
+        "/",
+        200,
+    )
+    assert access["bytes"] > 0
+    assert access["disconnected"] is False
+    finished = events["request_finished"]
+    assert (finished["request_id"], finished["status"], finished["level"]) == ("own-1", 200, "info")
+    assert isinstance(finished["duration_ms"], float)
+    completed = events["response_completed"]
+    assert (completed["request_id"], completed["status"]) == ("own-1", 200)
+    assert isinstance(events["connection_opened"]["connection_id"], int)

@@ -6,11 +6,15 @@ import asyncio
 import logging
 from time import perf_counter
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 import aioreqctx as context
-from aioreqctx.timing import server_timing_header
+from aioreqctx.timing import ENTRY_LIMIT, SERVER_TIMING_ENTRIES, server_timing_header
 
+from .conftest import LoopFactory, run
+from .http_helpers import serving
 from .log_capture import capture
 
 
@@ -95,3 +99,54 @@ def test_each_operation_is_a_debug_event_only_when_debug_is_on() -> None:
     assert fields["name"] == "parse"
     assert fields["error"] == "ValueError"
     assert isinstance(fields["duration_ms"], float)
+
+
+def test_server_timing_stays_small_with_a_thousand_operations(loop_factory: LoopFactory) -> None:
+    """1,000 timed operations under 40 names (one of them very long): aiohttp's own client,
+    which refuses a header over 8190 bytes, still reads the response."""
+    names = [f"query-{n}" for n in range(39)] + ["x" * 5000]
+
+    async def handler(request: web.Request) -> web.Response:
+        for number in range(1000):
+            with context.timed_operation(names[number % len(names)]):
+                pass
+        return web.Response(text="ok")
+
+    async def main() -> str:
+        app = web.Application()
+        context.setup(app, server_timing=True)
+        app.router.add_get("/", handler)
+        async with (
+            serving(app) as port,
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/") as response,
+        ):
+            assert response.status == 200
+            return response.headers["Server-Timing"]
+
+    header = run(loop_factory, main)
+    assert len(header) < 2048
+    metrics = [part.split(";")[0] for part in header.split(", ")]
+    assert metrics[0] == "total"
+    assert metrics[-1] == "other"
+    assert len(metrics) == 1 + SERVER_TIMING_ENTRIES
+    assert len(set(metrics)) == len(metrics)  # repeats merged into one metric per name
+    assert header.endswith(f'desc="{40 - (SERVER_TIMING_ENTRIES - 1)} more"')
+
+
+def test_repeats_are_summed_under_one_name() -> None:
+    header = server_timing_header(10.0, [("db", 1.0), ("render", 0.5), ("db", 2.25)])
+    assert header == "total;dur=10.0, db;dur=3.2, render;dur=0.5"
+
+
+def test_a_long_running_job_keeps_a_bounded_list_of_operations() -> None:
+    async def main() -> tuple[int, int]:
+        async with context.request_context(name="forever") as job:
+            for _ in range(ENTRY_LIMIT + 500):
+                with context.timed_operation("tick"):
+                    pass
+            timings = job.timings
+            assert timings is not None
+            return len(timings.entries()), timings.dropped
+
+    assert asyncio.run(main()) == (ENTRY_LIMIT, 500)

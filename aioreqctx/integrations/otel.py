@@ -23,17 +23,19 @@ except ImportError as error:
     raise missing_extra("otel") from error
 
 SPAN_ATTRIBUTE = "request.id"
-_NO_FIELDS: dict[str, str] = {}
+_NO_SPAN: dict[str, str | None] = {"trace_id": None, "span_id": None}
 
 
-def otel_log_fields() -> dict[str, str]:
-    """``{"trace_id": 32 hex, "span_id": 16 hex}`` of the active span; ``{}`` if none.
+def otel_log_fields() -> dict[str, str | None]:
+    """``{"trace_id": 32 hex, "span_id": 16 hex}`` of the active span; both None if none.
 
-    The returned dict may be shared when empty: copy before changing it.
+    None makes the logging integrations write their ``default`` there, so a format string that
+    names ``%(trace_id)s`` formats outside a span too. The dict of Nones is shared: copy it
+    before changing it.
     """
     span_context = trace.get_current_span().get_span_context()
     if not span_context.is_valid:
-        return _NO_FIELDS
+        return _NO_SPAN
     return {
         "trace_id": format(span_context.trace_id, "032x"),
         "span_id": format(span_context.span_id, "016x"),

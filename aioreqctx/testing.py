@@ -1,0 +1,118 @@
+"""Helpers for testing code that uses aioreqctx; the pytest plugin offers them as fixtures.
+
+``capture_logs()`` keeps every log line written in a block, stdlib and structlog alike, as a
+dict with the request's fields, in the spirit of ``structlog.testing.capture_logs``: enough to
+assert that every line of a request carried its ID. ``RequestIdCheck`` is an aiohttp client
+middleware that fails a test on any response without exactly one valid ``X-Request-ID``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiohttp import ClientRequest, ClientResponse
+from aiohttp.client_middlewares import ClientHandlerType
+
+from . import keys
+from .ids import is_valid_request_id
+from .log_fields import DEFAULT_REQUEST_ID
+from .stdlib_logging import RequestContextFilter
+from .structlog_processor import request_context_processor
+
+_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class CapturedLogs(list[dict[str, Any]]):
+    """The captured lines, oldest first: ``event``, ``log_level``, ``logger`` (stdlib only) and
+    every field the line carried, ``request_id`` always among them."""
+
+    def request_ids(self) -> set[str]:
+        return {entry["request_id"] for entry in self}
+
+    def of_request(self, request_id: str) -> list[dict[str, Any]]:
+        return [entry for entry in self if entry["request_id"] == request_id]
+
+
+class _CapturingHandler(logging.Handler):
+    def __init__(self, captured: CapturedLogs) -> None:
+        super().__init__(logging.NOTSET)
+        self.captured = captured
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRIBUTES}
+        fields.update(fields.pop("event_fields", None) or {})  # aioreqctx's own events
+        self.captured.append(
+            {
+                "event": fields.pop("event", None) or record.getMessage(),
+                "log_level": record.levelname.lower(),
+                "logger": record.name,
+                **fields,
+            }
+        )
+
+
+@contextmanager
+def capture_logs(
+    level: int = logging.DEBUG,
+    context_keys: Mapping[str, str] | None = None,
+    default: Any = DEFAULT_REQUEST_ID,
+) -> Iterator[CapturedLogs]:
+    """Every stdlib record reaching the root logger at ``level`` or above, and every structlog
+    event, logged while the block runs.
+
+    The root logger's level is lowered to ``level`` for the block; loggers that do not propagate
+    (or have a higher level of their own) are not seen. structlog's configured processors are
+    bypassed, as with ``structlog.testing.capture_logs``: the request's fields are added here.
+    """
+    captured = CapturedLogs()
+    handler = _CapturingHandler(captured)
+    handler.addFilter(RequestContextFilter(context_keys=context_keys, default=default))
+    add_fields = request_context_processor(context_keys=context_keys, default=default)
+
+    def keep(_: Any, method_name: str, event: MutableMapping[str, Any]) -> Any:
+        captured.append({"log_level": "warning" if method_name == "warn" else method_name, **event})
+        raise structlog.DropEvent
+
+    root = logging.getLogger()
+    saved_level = root.level
+    root.addHandler(handler)
+    root.setLevel(level)
+    try:
+        with structlog.testing.capture_logs(processors=(add_fields, keep)):
+            yield captured
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved_level)
+
+
+@dataclass
+class RequestIdCheck:
+    """An aiohttp client middleware for tests: every response must carry exactly one valid
+    ``header``, equal to the one the request sent when that was valid; otherwise the call
+    raises ``AssertionError``. ``ids`` lists the IDs received, in order.
+
+    ``await aiohttp_client(app, middlewares=(RequestIdCheck(),))`` with pytest-aiohttp, or the
+    plugin's ``aioreqctx_client`` fixture.
+    """
+
+    header: str = keys.REQUEST_ID
+    ids: list[str] = field(default_factory=list)
+
+    async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        sent = request.headers.get(self.header)
+        response = await handler(request)
+        received = response.headers.getall(self.header, [])
+        where = f"{request.method} {request.url.path_qs} answered {response.status}"
+        if len(received) != 1:
+            raise AssertionError(f"{where} with {len(received)} {self.header} headers, not 1")
+        if not is_valid_request_id(received[0]):
+            raise AssertionError(f"{where} with an unsafe {self.header}: {received[0]!r}")
+        if sent is not None and is_valid_request_id(sent) and received[0] != sent:
+            raise AssertionError(f"{where} with {self.header} {received[0]!r}, sent {sent!r}")
+        self.ids.append(received[0])
+        return response
