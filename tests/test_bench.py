@@ -53,3 +53,11 @@ def test_quick_http_benchmark_measures_every_working_variant() -> None:
     assert "x" in rows["aioreqctx setup+server_timing"]
     expected_skip = sys.version_info >= (3, 12)  # aiohttp bypasses aiotask-context's factory
     assert ("skipped" in rows["aiotask-context"]) == expected_skip
+
+
+def test_quick_jobs_benchmark_measures_every_queue_both_ways() -> None:
+    stdout = run_bench("jobs.py")
+    for queue in ("arq", "taskiq", "celery"):
+        for side in ("enqueue", "worker"):
+            assert f"\n{queue} {side} " in stdout
+    assert "target: ratio <= 1.03" in stdout

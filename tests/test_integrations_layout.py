@@ -12,6 +12,8 @@ INTEGRATIONS = {
     "otel": "opentelemetry",
     "prometheus": "prometheus_client",
     "arq": "arq",
+    "taskiq": "taskiq",
+    "sentry": "sentry_sdk",
 }
 
 

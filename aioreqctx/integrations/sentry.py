@@ -1,0 +1,106 @@
+"""Sentry (``pip install 'aioreqctx[sentry]'``): the request's and the job's IDs on every event.
+
+The IDs are added when an event is built, by an event processor that reads the context current
+where the event was captured, instead of being set as tags on a scope when a request starts.
+So nothing is paid per request, and nothing can leak: without Sentry's ``AioHttpIntegration``
+every request shares one isolation scope, and a tag set there would reach the next request's
+events; with it, its per-request scope changes nothing here. Tags the application set itself
+on a scope are kept.
+
+With ``AioHttpIntegration``, Sentry stops listening to the ``aiohttp.server`` logger and only
+reports exceptions that reach its own wrapper; aioreqctx's middleware answers an unhandled
+exception with a 500 before that, so ``UnhandledErrorReporter`` reports it instead.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from .. import keys
+from ..store import Context, current_mapping
+from . import missing_extra
+
+try:
+    import sentry_sdk
+    from sentry_sdk.integrations import Integration
+    from sentry_sdk.scope import add_global_event_processor
+    from sentry_sdk.utils import event_from_exception
+except ImportError as error:
+    raise missing_extra("sentry") from error
+
+if TYPE_CHECKING:
+    from sentry_sdk._types import Event, Hint
+
+_TAG_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,32}")  # what Sentry accepts as a tag key
+
+
+class AioreqctxIntegration(Integration):
+    """``sentry_sdk.init(..., integrations=[AioreqctxIntegration()])``.
+
+    Every event captured inside a request or a job gets the request ID as the tag
+    ``request_id_tag`` and, in a job, the job's ID as ``job_id_tag``.
+    """
+
+    identifier = "aioreqctx"
+
+    def __init__(self, *, request_id_tag: str = "request_id", job_id_tag: str = "job_id") -> None:
+        for option, tag in (("request_id_tag", request_id_tag), ("job_id_tag", job_id_tag)):
+            if not isinstance(tag, str) or _TAG_KEY.fullmatch(tag) is None:
+                raise ValueError(
+                    f"{option}: {tag!r} is not a Sentry tag key (1-32 of A-Z a-z 0-9 _ . : -)"
+                )
+        self.tags = ((keys.REQUEST_ID, request_id_tag), (keys.JOB_ID, job_id_tag))
+
+    @staticmethod
+    def setup_once() -> None:
+        add_global_event_processor(_add_tags)
+
+
+def _add_tags(event: Event, hint: Hint) -> Event:
+    """Runs where the event was captured, so the current context is the event's own."""
+    mapping = current_mapping.get(None)
+    if mapping is None:
+        return event
+    integration = sentry_sdk.get_client().get_integration(AioreqctxIntegration)
+    if integration is None:  # installed by an earlier client, not by this one
+        return event
+    tags = event.setdefault("tags", {})
+    for key, tag in integration.tags:
+        value = mapping.get(key)
+        if value is not None:
+            tags.setdefault(tag, value)
+    return event
+
+
+@dataclass(frozen=True, eq=False)
+class UnhandledErrorReporter:
+    """A request observer that sends Sentry the exceptions the middleware answered with a 500.
+
+    ``aioreqctx.setup(app, observers=(UnhandledErrorReporter(),))``. Without
+    ``AioHttpIntegration`` Sentry's logging integration reports them already; Sentry's
+    dedupe then drops this second report of the same exception.
+    """
+
+    def request_started(self, request: web.Request, mapping: Context) -> None:
+        """Nothing to do until the request ends."""
+
+    def request_finished(
+        self,
+        request: web.Request,
+        mapping: Context,
+        response: web.StreamResponse | None,
+        error: BaseException | None,
+    ) -> None:
+        if error is None or response is None or response.status != 500:
+            return  # raised HTTP errors and cancellations reach Sentry's own wrapper
+        client = sentry_sdk.get_client()
+        if not client.is_active():
+            return
+        event, hint = event_from_exception(
+            error, client_options=client.options, mechanism={"type": "aiohttp", "handled": False}
+        )
+        sentry_sdk.capture_event(event, hint=hint)
