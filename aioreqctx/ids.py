@@ -13,7 +13,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import threading
 from collections.abc import Iterable
 
 NO_REQUEST_ID = "-"
@@ -35,6 +34,11 @@ def is_valid_request_id(value: str) -> bool:
     return _VALID_ID.fullmatch(value) is not None
 
 
+match_valid_request_id = _VALID_ID.fullmatch
+"""``is_valid_request_id`` without the call around it (a match or None): for the middleware,
+which checks every incoming ID."""
+
+
 def is_safe_request_id(value: str) -> bool:
     """The floor under every ID: 1-1024 visible ASCII characters (``!`` to ``~``), not ``-``.
 
@@ -51,28 +55,48 @@ def trace_id_of(traceparent: str) -> str | None:
     return match.group(1)
 
 
-class _Entropy(threading.local):
-    buffer = b""
-    offset = 0
-
-
-_entropy = _Entropy()
-_ENTROPY_BATCH = 4096  # one os.urandom call per 256 IDs: the syscall is most of uuid4's cost
-
-
+_BATCH_SIZE = 1024
+_made_ahead: list[str] = []
+"""IDs made ahead, taken from the end. ``list.pop`` and ``list.extend`` are atomic (with the GIL
+and in free-threaded builds alike), so threads share it and no two calls get the same ID."""
+# A batch is the hex of 16 random bytes per ID in groups of four digits,
+# "aaaa-bbbb-cccc-dddd-eeee-ffff-gggg-hhhh-": 40 characters where the UUID has 36
+# ("aaaabbbb-cccc-dddd-eeee-ffffgggghhhh"). Three of the dashes go, the last becomes a ",".
+_STRIDE = 40
+_JOINED_DASHES = (4, 29, 34)
+_VERSION_DIGIT = 15
+_VARIANT_DIGIT = 20
 # RFC 9562 variant bits: the first hex digit of the fourth group is one of 8, 9, a, b.
-_VARIANT_DIGIT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+_VARIANT = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")
 
 
 def new_request_id() -> str:
-    """A random UUID4 string, like ``str(uuid.uuid4())`` at about a quarter of the cost."""
-    state = _entropy
-    if state.offset >= len(state.buffer):
-        state.buffer, state.offset = os.urandom(_ENTROPY_BATCH), 0
-    start = state.offset
-    state.offset = start + 16
-    h = state.buffer[start : start + 16].hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:]}"
+    """A random UUID4 string like ``str(uuid.uuid4())``, cheaper than ``os.urandom(16).hex()``.
+
+    ``uuid4`` pays one ``os.urandom`` system call and a formatting per ID; here 1024 IDs are
+    made at once (one ``os.urandom``, a few whole-batch byte operations, no loop per ID) and
+    each call takes one. A forked child forgets its parent's batch (``os.register_at_fork``).
+    """
+    try:
+        return _made_ahead.pop()
+    except IndexError:  # once per batch (or when another thread took the last one)
+        _made_ahead.extend(_make_batch())
+        return new_request_id()
+
+
+def _make_batch() -> list[str]:
+    count = _BATCH_SIZE
+    text = bytearray(os.urandom(16 * count).hex("-", 2).encode("ascii") + b"-")
+    text[_VERSION_DIGIT::_STRIDE] = b"4" * count
+    text[_VARIANT_DIGIT::_STRIDE] = text[_VARIANT_DIGIT::_STRIDE].translate(_VARIANT)
+    for position in _JOINED_DASHES:
+        text[position::_STRIDE] = b"\0" * count
+    text[_STRIDE - 1 :: _STRIDE] = b"," * count
+    del text[-1]
+    return text.translate(None, b"\0").decode("ascii").split(",")
+
+
+os.register_at_fork(after_in_child=_made_ahead.clear)
 
 
 def escaped(raw: str, limit: int = ESCAPED_LIMIT) -> str:

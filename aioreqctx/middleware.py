@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from time import perf_counter, time
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from aiohttp import web
 from multidict import istr
@@ -29,6 +29,7 @@ from .ids import (
     escaped,
     is_trusted,
     is_valid_request_id,
+    match_valid_request_id,
     new_request_id,
     parse_networks,
     trace_id_of,
@@ -58,6 +59,8 @@ UNTRUSTED_PEER: web.RequestKey[bool] = web.RequestKey("aioreqctx.untrusted_peer"
 """True on a request whose peer is outside ``trusted_networks`` (absent otherwise): its
 headers are not believed, neither its ID nor, for ``DeadlineObserver``, its deadline."""
 
+
+_ERROR_STATUSES = frozenset((CLIENT_CLOSED_REQUEST, HTTPStatus.INTERNAL_SERVER_ERROR))
 
 logger = logging.getLogger("aioreqctx")
 server_logger = logging.getLogger("aiohttp.server")
@@ -94,7 +97,11 @@ class RequestIdMiddleware:
     _validate: Callable[[str], bool] = field(init=False, repr=False)
     _generate: Callable[[], str] = field(init=False, repr=False)
     _header: istr = field(init=False, repr=False)
+    _incoming: istr = field(init=False, repr=False)
     _single_header: bool = field(init=False, repr=False)
+    _observed: bool = field(init=False, repr=False)
+    _started: tuple[Callable[[web.Request, Context], None], ...] = field(init=False, repr=False)
+    _finished: tuple[Callable[..., None], ...] = field(init=False, repr=False)
     # Set by setup(): on_response_prepare labels every response, so the middleware need not.
     _labelled_on_prepare: bool = field(default=False, init=False, repr=False)
 
@@ -121,6 +128,7 @@ class RequestIdMiddleware:
         object.__setattr__(self, "_validate", checked_validator(self.validator))
         object.__setattr__(self, "_generate", checked_generator(self.generator))
         object.__setattr__(self, "_header", istr(self.response_header))
+        object.__setattr__(self, "_incoming", istr(self.header_names[0]))
         single = (
             len(self.header_names) == 1
             and self.header_names[0].lower() != "traceparent"
@@ -137,103 +145,139 @@ class RequestIdMiddleware:
                     f"{observer!r} is not a RequestObserver: it needs request_started() and "
                     "request_finished() methods"
                 )
+        # Bound once: the request path calls them without looking them up.
+        object.__setattr__(self, "_observed", bool(self.observers))
+        started = tuple(observer.request_started for observer in self.observers)
+        object.__setattr__(self, "_started", started)
+        finished = tuple(observer.request_finished for observer in self.observers)
+        object.__setattr__(self, "_finished", finished)
 
-    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        # The default configuration takes one header and the stock validator: checked inline,
-        # since every call saved here is paid once per request (bench/RESULTS.md).
+    async def __call__(  # noqa: PLR0912 - one frame per request, on purpose
+        self, request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
+        # One coroutine per request: every frame, await and call saved here is paid by every
+        # request (bench/RESULTS.md). The default configuration (one header, the stock
+        # validator) is checked inline; the rare paths are plain methods.
         rejected: Rejected | None = None
         if self._single_header:
-            request_id = request.headers.get(self.header_names[0])
+            request_id = request.headers.get(self._incoming)
             if request_id is None:
                 request_id = self._generate()
-            elif not is_valid_request_id(request_id):
+            elif match_valid_request_id(request_id) is None:
                 rejected = (self.header_names[0], escaped(request_id))
                 request_id = self._generate()
         else:
             request_id, rejected = self._request_id_for(request)
+        mapping: Context = {
+            keys.REQUEST_ID: request_id,
+            keys.START_MONOTONIC: perf_counter(),
+            keys.START_TIME: time(),
+            keys.OPERATIONS: OperationTimings(),
+        }
         inherited = current_mapping.get(None)
-        mapping: Context = snapshot(inherited) if inherited else {}
-        mapping[keys.REQUEST_ID] = request_id
-        mapping[keys.START_MONOTONIC] = perf_counter()
-        mapping[keys.START_TIME] = time()
-        mapping[keys.OPERATIONS] = OperationTimings()
+        if inherited:  # start-up code put values in the context the server runs in
+            mapping = {**snapshot(inherited), **mapping}
         if rejected is not None:
             mapping[keys.REJECTED_REQUEST_ID] = rejected[1]
         enter(mapping)
         request[REQUEST_CONTEXT] = mapping
-        if rejected is not None:  # logged in the request's context: the line has the new ID
-            header_name, shown = rejected
-            logger.warning(
-                'invalid %s header from %s ignored: "%s"',
-                header_name,
-                request.remote,
-                shown,
-            )
-        if self.observers:
-            return await self._observed(request, handler, mapping, rejected)
-        response = await self._respond(request, handler, mapping, rejected)
-        if not (self._labelled_on_prepare or response.prepared):
-            response.headers[self._header] = request_id
-            if self.server_timing:
-                self._add_server_timing(response, mapping)
-        return response
-
-    async def _respond(
-        self, request: web.Request, handler: Handler, mapping: Context, rejected: Rejected | None
-    ) -> web.StreamResponse:
-        """The handler's response, with unhandled errors answered inside the request context."""
-        try:
-            if rejected is not None and self.on_invalid == "reject":
-                return web.Response(status=400, text=f"400: invalid {self.header_names[0]} header")
-            return await handler(request)
-        except web.HTTPException as error:
-            if not self._labelled_on_prepare:
-                self._label(error, mapping)  # raised, so never prepared yet
-            raise
-        except asyncio.CancelledError as cancelled:
-            if not _client_gone(request) or not _only_cancelled_by_the_disconnect():
-                raise
-            # handler_cancellation=True and the client hung up: answered like a streaming
-            # reset, so aiohttp still writes the access line (it logs none for a cancellation).
-            server_logger.debug("Client %s disconnected.", request.remote)
-            response = web.Response(status=CLIENT_CLOSED_REQUEST)
-            response[UNHANDLED_ERROR] = cancelled
-            return response
-        except TimeoutError:
-            server_logger.debug("Request handler timed out.", exc_info=True)
-            return _error_response(HTTPStatus.GATEWAY_TIMEOUT)
-        except Exception as error:
-            if isinstance(error, ConnectionResetError) and _client_gone(request):
-                # Not a server error: the client hung up mid-response (a streaming write raised).
-                server_logger.debug("Client %s disconnected.", request.remote, exc_info=True)
-                response = web.Response(status=CLIENT_CLOSED_REQUEST)
-            else:
-                server_logger.exception("Error handling request from %s", request.remote)
-                response = _error_response(HTTPStatus.INTERNAL_SERVER_ERROR)
-            response[UNHANDLED_ERROR] = error
-            return response
-
-    async def _observed(
-        self, request: web.Request, handler: Handler, mapping: Context, rejected: Rejected | None
-    ) -> web.StreamResponse:
-        """``__call__`` with the observers told when the request starts and how it ended."""
-        for observer in self.observers:
-            _notify(observer.request_started, request, mapping)
+        if rejected is not None:
+            self._log_rejected(request, rejected)
+            if self.on_invalid == "reject":
+                return self._finish(request, self._rejection(), mapping)
+        if self._observed:
+            self._tell_started(request, mapping)
         response: web.StreamResponse | None = None
         error: BaseException | None = None
         try:
-            response = await self._respond(request, handler, mapping, rejected)
-            if response.status in (CLIENT_CLOSED_REQUEST, HTTPStatus.INTERNAL_SERVER_ERROR):
-                error = response.get(UNHANDLED_ERROR)  # a KeyError inside: not on every request
+            try:
+                response = await handler(request)
+            except web.HTTPException as raised:
+                if not self._labelled_on_prepare:
+                    self._label(raised, mapping)  # raised, so never prepared yet
+                raise
+            except (asyncio.CancelledError, Exception) as raised:
+                response = self._answer(request, raised)
+                if response is None:
+                    raise
             if not (self._labelled_on_prepare or response.prepared):
-                self._label(response, mapping)
+                response.headers[self._header] = request_id
+                if self.server_timing:
+                    self._add_server_timing(response, mapping)
             return response
         except BaseException as raised:
             error = raised
             raise
         finally:
-            for observer in self.observers:
-                _notify(observer.request_finished, request, mapping, response, error)
+            if self._observed:
+                self._tell_finished(request, mapping, response, error)
+
+    def _log_rejected(self, request: web.Request, rejected: Rejected) -> None:
+        """Logged in the request's context, so the line carries the new ID."""
+        header_name, shown = rejected
+        logger.warning(
+            'invalid %s header from %s ignored: "%s"', header_name, request.remote, shown
+        )
+
+    def _rejection(self) -> web.Response:
+        return web.Response(status=400, text=f"400: invalid {self.header_names[0]} header")
+
+    def _finish(
+        self, request: web.Request, response: web.StreamResponse, mapping: Context
+    ) -> web.StreamResponse:
+        """A response the middleware made itself, told to the observers and labelled."""
+        self._tell_started(request, mapping)
+        if not self._labelled_on_prepare:
+            self._label(response, mapping)
+        self._tell_finished(request, mapping, response, None)
+        return response
+
+    def _answer(self, request: web.Request, error: BaseException) -> web.StreamResponse | None:
+        """The response to an exception the handler raised (other than ``web.HTTPException``),
+        built here so that it, and its log line, are inside the request's context; None for a
+        cancellation that must go on."""
+        if isinstance(error, asyncio.CancelledError):
+            if not _client_gone(request) or not _only_cancelled_by_the_disconnect():
+                return None
+            # handler_cancellation=True and the client hung up: answered like a streaming
+            # reset, so aiohttp still writes the access line (it logs none for a cancellation).
+            server_logger.debug("Client %s disconnected.", request.remote)
+            response = web.Response(status=CLIENT_CLOSED_REQUEST)
+        elif isinstance(error, TimeoutError):
+            server_logger.debug("Request handler timed out.", exc_info=error)
+            return _error_response(HTTPStatus.GATEWAY_TIMEOUT)
+        elif isinstance(error, ConnectionResetError) and _client_gone(request):
+            # Not a server error: the client hung up mid-response (a streaming write raised).
+            server_logger.debug("Client %s disconnected.", request.remote, exc_info=error)
+            response = web.Response(status=CLIENT_CLOSED_REQUEST)
+        else:
+            server_logger.error("Error handling request from %s", request.remote, exc_info=error)
+            response = _error_response(HTTPStatus.INTERNAL_SERVER_ERROR)
+        response[UNHANDLED_ERROR] = error
+        return response
+
+    def _tell_started(self, request: web.Request, mapping: Context) -> None:
+        """Observers' failures are logged, never turned into the request's failure."""
+        for started in self._started:
+            try:
+                started(request, mapping)
+            except Exception:
+                logger.exception("request observer %r failed", started)
+
+    def _tell_finished(
+        self,
+        request: web.Request,
+        mapping: Context,
+        response: web.StreamResponse | None,
+        error: BaseException | None,
+    ) -> None:
+        if error is None and response is not None and response.status in _ERROR_STATUSES:
+            error = response.get(UNHANDLED_ERROR)  # a KeyError inside: not on every request
+        for finished in self._finished:
+            try:
+                finished(request, mapping, response, error)
+            except Exception:
+                logger.exception("request observer %r failed", finished)
 
     async def on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         """Label every response just before its headers go out (streaming, WebSocket, 500s)."""
@@ -269,14 +313,6 @@ class RequestIdMiddleware:
         total_ms = (perf_counter() - mapping[keys.START_MONOTONIC]) * 1000.0
         operations: OperationTimings = mapping[keys.OPERATIONS]
         response.headers["Server-Timing"] = server_timing_header(total_ms, operations.entries())
-
-
-def _notify(callback: Callable[..., None], *args: Any) -> None:
-    """Call an observer; its failure is logged, never turned into the request's failure."""
-    try:
-        callback(*args)
-    except Exception:
-        logger.exception("request observer %r failed", callback)
 
 
 def _only_cancelled_by_the_disconnect() -> bool:

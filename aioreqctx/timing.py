@@ -49,53 +49,85 @@ class OperationTimings:
     """The named durations, running operations and counters of one request, shared by all of
     its tasks and threads.
 
-    Durations and running operations need no lock: ``list.append``, ``list.remove`` and
-    ``list(...)`` are atomic on CPython, with or without the GIL (free-threaded builds lock each
-    list internally), and one is made per request. Counters read-modify-write, so they lock.
+    One is made for every request and most requests time nothing, so it is built empty (no
+    ``__init__``): each part is created on first use, under a lock. After that, durations and
+    running operations need no lock: ``list.append``, ``list.remove`` and ``list(...)`` are
+    atomic on CPython, with or without the GIL (free-threaded builds lock each list
+    internally). Counters read-modify-write, so they lock.
     """
 
-    __slots__ = ("_counters", "_entries", "_running", "dropped")
-
-    def __init__(self) -> None:
-        self._entries: list[tuple[str, float]] = []
-        self._running: list[str] = []
-        self._counters: dict[str, float] = {}
-        self.dropped = 0
-        """Operations timed after the first ``ENTRY_LIMIT``, counted but not kept."""
+    __slots__ = ("_counters", "_dropped", "_entries", "_running")
+    _entries: list[tuple[str, float]]
+    _running: list[str]
+    _counters: dict[str, float]
+    _dropped: int
 
     def __deepcopy__(self, memo: dict[int, Any]) -> OperationTimings:
         return self  # one record per request, whichever task copies the context
 
+    def _part(self, name: str, kind: type[Any]) -> Any:
+        """The part in slot ``name``, made now (once, whichever thread asks first) if need be."""
+        with _counter_lock:
+            try:
+                return getattr(self, name)
+            except AttributeError:
+                part = kind()
+                setattr(self, name, part)
+                return part
+
+    @property
+    def dropped(self) -> int:
+        """Operations timed after the first ``ENTRY_LIMIT``, counted but not kept."""
+        return getattr(self, "_dropped", 0)
+
     def add(self, name: str, duration_ms: float) -> None:
-        if len(self._entries) < ENTRY_LIMIT:
-            self._entries.append((name, duration_ms))
+        try:
+            entries = self._entries
+        except AttributeError:
+            entries = self._part("_entries", list)
+        if len(entries) < ENTRY_LIMIT:
+            entries.append((name, duration_ms))
         else:
             with _counter_lock:
-                self.dropped += 1
+                self._dropped = self.dropped + 1
 
     def entries(self) -> list[tuple[str, float]]:
-        return list(self._entries)
+        try:
+            return list(self._entries)
+        except AttributeError:
+            return []
 
     def started(self, name: str) -> None:
         """``name`` is running now (``timed_operation`` calls this and ``finished``)."""
-        self._running.append(name)
+        try:
+            running = self._running
+        except AttributeError:
+            running = self._part("_running", list)
+        running.append(name)
 
     def finished(self, name: str) -> None:
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(AttributeError, ValueError):
             self._running.remove(name)
 
     def current_operation(self) -> str | None:
         """The most recently started operation still running, for the in-flight registry."""
-        running = list(self._running)
+        try:
+            running = list(self._running)
+        except AttributeError:
+            return None
         return running[-1] if running else None
 
     def increment(self, name: str, by: float = 1) -> None:
         with _counter_lock:
-            self._counters[name] = self._counters.get(name, 0) + by
+            try:
+                counters = self._counters
+            except AttributeError:
+                counters = self._counters = {}
+            counters[name] = counters.get(name, 0) + by
 
     def counters(self) -> dict[str, float]:
         with _counter_lock:
-            return dict(self._counters)
+            return dict(getattr(self, "_counters", {}))
 
 
 def server_timing_header(total_ms: float, operations: list[tuple[str, float]]) -> str:
