@@ -26,9 +26,9 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 
-from . import keys
 from .emit import event_sink
 from .jsonsafe import JsonValue, json_safe
+from .keys import OPERATIONS, REQUEST_ID, START_MONOTONIC, START_TIME
 from .store import Context
 from .timing import OperationTimings
 
@@ -110,19 +110,22 @@ class InFlightRegistry:
 
     def add(self, mapping: Context, *, method: str | None, path: str) -> None:
         """Register the unit of work whose context is ``mapping`` (until ``remove(mapping)``)."""
-        timings = mapping.get(keys.OPERATIONS)
-        started = mapping.get(keys.START_MONOTONIC)
-        now = perf_counter()
+        get = mapping.get
+        timings = get(OPERATIONS)
+        started = get(START_MONOTONIC)
+        if type(started) is not float:
+            started = perf_counter()
+        request_id = get(REQUEST_ID)
         self._entries[id(mapping)] = (
-            str(mapping.get(keys.REQUEST_ID)),
+            request_id if type(request_id) is str else str(request_id),
             method,
             path,
-            started if type(started) is float else now,
-            mapping.get(keys.START_TIME),
+            started,  # a request's start is microseconds ago: the clock need not be read again
+            get(START_TIME),
             timings if type(timings) is OperationTimings else None,
         )
-        if now >= self._next_sweep:
-            self.drop_stale(now)
+        if started >= self._next_sweep:
+            self.drop_stale(perf_counter())
 
     def remove(self, mapping: Context) -> None:
         """Forget ``mapping``'s entry; nothing happens if it is not (or no longer) there."""

@@ -60,6 +60,7 @@ UNTRUSTED_PEER: web.RequestKey[bool] = web.RequestKey("aioreqctx.untrusted_peer"
 headers are not believed, neither its ID nor, for ``DeadlineObserver``, its deadline."""
 
 
+SERVER_TIMING = istr("Server-Timing")
 _ERROR_STATUSES = frozenset((CLIENT_CLOSED_REQUEST, HTTPStatus.INTERNAL_SERVER_ERROR))
 
 logger = logging.getLogger("aioreqctx")
@@ -312,7 +313,7 @@ class RequestIdMiddleware:
     def _add_server_timing(response: web.StreamResponse, mapping: Context) -> None:
         total_ms = (perf_counter() - mapping[keys.START_MONOTONIC]) * 1000.0
         operations: OperationTimings = mapping[keys.OPERATIONS]
-        response.headers["Server-Timing"] = server_timing_header(total_ms, operations.entries())
+        response.headers[SERVER_TIMING] = server_timing_header(total_ms, operations.entries())
 
 
 def _only_cancelled_by_the_disconnect() -> bool:

@@ -103,9 +103,6 @@ class _Connection:
         self.disconnected = False
 
 
-_CALL: web.RequestKey[_Call] = web.RequestKey("aioreqctx.lifecycle_call")
-
-
 class ServerEvents:
     """Turns one application's connections and requests into events for ``collector``.
 
@@ -122,6 +119,8 @@ class ServerEvents:
         )
         self._worker_id = worker_id
         self._connections: dict[object, _Connection] = {}
+        # Requests on connections that were never hooked: only from start to finish.
+        self._unhooked: dict[object, _Connection] = {}
 
     def install(self, app: web.Application) -> None:
         """Hook the server ``app`` will be served by, to see connections open and close."""
@@ -208,19 +207,21 @@ class ServerEvents:
         )
 
     def request_started(self, request: web.Request, mapping: Context) -> None:
-        connection = self._connections.get(request.protocol)
+        protocol = request.protocol
+        connection = self._connections.get(protocol)
         if connection is None:  # not hooked (see install): request events, connection ID 0
             connection = _Connection(self._worker_id or default_worker_id(), 0)
+            self._unhooked[protocol] = connection
         elif connection.current is not None and not connection.current.ended:
             self._end(connection, connection.current)  # aiohttp is done with it already
         call = _Call(request, mapping[keys.REQUEST_ID], mapping[keys.START_MONOTONIC])
         connection.current = call
-        request[_CALL] = call
+        wants = self._wants
         # Only a ResponseCompleted needs the moment the request ends. Without one, the call is
         # settled when the next request on the connection starts, or the connection closes.
-        if self._wants(ResponseCompleted) and (task := asyncio.current_task()) is not None:
+        if wants(ResponseCompleted) and (task := asyncio.current_task()) is not None:
             task.add_done_callback(lambda _: _safely(self._end, connection, call))
-        if not self._wants(RequestStarted):
+        if not wants(RequestStarted):
             return
         version = request.version
         self._record(
@@ -241,8 +242,13 @@ class ServerEvents:
         response: web.StreamResponse | None,
         error: BaseException | None,
     ) -> None:
-        call = request.get(_CALL)
-        if call is None:
+        # The connection's current call is this request's: HTTP/1.1 serves one at a time, and
+        # a connection that closed meanwhile has settled its call and is gone from the table.
+        # (Reached through the connection, not through the request: no per-request key.)
+        protocol = request.protocol
+        connection = self._connections.get(protocol) or self._unhooked.pop(protocol, None)
+        call = None if connection is None else connection.current
+        if call is None or call.ended:
             return
         if response is None and isinstance(error, web.HTTPException):
             response = error  # aiohttp sends the raised exception as the response

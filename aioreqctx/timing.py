@@ -92,10 +92,7 @@ class OperationTimings:
                 self._dropped = self.dropped + 1
 
     def entries(self) -> list[tuple[str, float]]:
-        try:
-            return list(self._entries)
-        except AttributeError:
-            return []
+        return list(getattr(self, "_entries", ()))
 
     def started(self, name: str) -> None:
         """``name`` is running now (``timed_operation`` calls this and ``finished``)."""
@@ -111,10 +108,7 @@ class OperationTimings:
 
     def current_operation(self) -> str | None:
         """The most recently started operation still running, for the in-flight registry."""
-        try:
-            running = list(self._running)
-        except AttributeError:
-            return None
+        running = list(getattr(self, "_running", ()))
         return running[-1] if running else None
 
     def increment(self, name: str, by: float = 1) -> None:
@@ -137,6 +131,8 @@ def server_timing_header(total_ms: float, operations: list[tuple[str, float]]) -
     beyond ``SERVER_TIMING_ENTRIES`` names, the slowest are kept in order of first appearance
     and the rest summed into ``other``, whose ``desc`` says how many names it holds.
     """
+    if not operations:  # what most requests time
+        return f"total;dur={total_ms:.1f}"
     merged: dict[str, float] = {}
     for name, ms in operations:
         token = _NOT_TOKEN.sub("_", name[:SERVER_TIMING_NAME_LIMIT]) or "_"
