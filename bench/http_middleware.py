@@ -79,17 +79,23 @@ import tempfile
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from email.message import Message
 from functools import partial
 from importlib.metadata import version
 from typing import IO, Any
 
+import aiohttp_request_id_logging
 import aiotask_context
+import sentry_sdk
 import uvloop
-from aiohttp import web
+from aiohttp import ClientSession, web
 from aiohttp.typedefs import Handler
+from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+from sentry_sdk.integrations.aiohttp import AioHttpIntegration
+from sentry_sdk.transport import Transport
 from tasks import Bound, expected, render, target  # bench/tasks.py: a script sees its folder
 
 import aioreqctx
@@ -104,8 +110,37 @@ LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
 }
 
 
+# The handlers: hello world, and what a real service does per request.
+
+HELLO = b"Hello"
+HANDLER_LOGGER = "bench.handler"
+BACKEND_URL: web.AppKey[str] = web.AppKey("bench.backend_url")
+BACKEND_SESSION: web.AppKey[ClientSession] = web.AppKey("bench.backend_session")
+REALISTIC_BODY = {"order": 7, "status": "shipped", "items": [{"sku": "A-1", "quantity": 2}]}
+log = logging.getLogger(HANDLER_LOGGER)
+
+
 async def hello(request: web.Request) -> web.Response:
-    return web.Response(text="Hello")
+    return web.Response(body=HELLO)
+
+
+async def realistic(request: web.Request) -> web.Response:
+    """A JSON answer after two log lines, a child task and a call to a backend on 127.0.0.1."""
+    log.info("order lookup for %s", request.path)
+    audit = asyncio.create_task(record_audit(request.path))
+    async with request.app[BACKEND_SESSION].get(request.app[BACKEND_URL]) as backend:
+        stock = await backend.text()
+    await audit
+    log.info("order found, backend said %s", stock)
+    return web.json_response({**REALISTIC_BODY, "stock": stock})
+
+
+async def record_audit(path: str) -> str:
+    await asyncio.sleep(0)
+    return path
+
+
+HANDLERS: dict[str, Handler] = {"hello": hello, "realistic": realistic}
 
 
 @web.middleware
@@ -123,32 +158,98 @@ async def aiotask_context_middleware(request: web.Request, handler: Handler) -> 
     return response
 
 
-def hello_app(*middlewares: Any) -> web.Application:
+def plain_app(handler: Handler, *middlewares: Any) -> web.Application:
     app = web.Application(middlewares=middlewares)
-    app.router.add_get("/", hello)
+    app.router.add_get("/", handler)
     return app
 
 
-def hello_app_with_setup(**options: Any) -> web.Application:
-    app = hello_app()
+def app_with_setup(handler: Handler, **options: Any) -> web.Application:
+    app = plain_app(handler)
     aioreqctx.setup(app, **options)
     return app
 
 
-def hello_app_with_registry() -> web.Application:
-    return hello_app_with_setup(observers=(aioreqctx.InFlightRegistry(),))
-
-
-def hello_app_with_filtered_events() -> web.Application:
-    logger = logging.getLogger("bench.request_events")
+def filtered_logger(name: str) -> logging.Logger:
+    """``name`` at WARNING: every INFO and DEBUG event it would write is filtered out."""
+    logger = logging.getLogger(name)
     logger.setLevel(logging.WARNING)
-    return hello_app_with_setup(observers=(aioreqctx.RequestEvents(logger=logger),))
+    return logger
 
 
-def hello_app_with_filtered_logging() -> web.Application:
+def app_with_filtered_events(handler: Handler) -> web.Application:
+    logger = filtered_logger("bench.request_events")
+    return app_with_setup(handler, observers=(aioreqctx.RequestEvents(logger=logger),))
+
+
+def app_with_filtered_logging(handler: Handler) -> web.Application:
     """Lifecycle events go to a LoggingCollector whose logger is at WARNING: all filtered."""
-    logging.getLogger("aioreqctx.lifecycle").setLevel(logging.WARNING)
-    return hello_app_with_setup(collector=aioreqctx.LoggingCollector())
+    filtered_logger("aioreqctx.lifecycle")
+    return app_with_setup(handler, collector=aioreqctx.LoggingCollector())
+
+
+def app_with_issue_options(handler: Handler) -> web.Application:
+    """Issue 13's full configuration: Server-Timing, request events (their logger filtering
+    them out) and the in-flight registry."""
+    filtered_logger(aioreqctx.request_view.REQUESTS_LOGGER)
+    options = {"server_timing": True, "request_events": True}
+    return app_with_setup(handler, **options, registry=aioreqctx.InFlightRegistry())
+
+
+def app_with_every_observer(handler: Handler) -> web.Application:
+    """Every observer on and writing (to /dev/null): what bench/memory.py serves."""
+    for name in (aioreqctx.request_view.REQUESTS_LOGGER, "aioreqctx.lifecycle"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+        logger.addHandler(logging.StreamHandler(open(os.devnull, "w")))  # noqa: SIM115 - for the process's life
+    return app_with_setup(
+        handler,
+        server_timing=True,
+        request_events=True,
+        registry=aioreqctx.InFlightRegistry(),
+        collector=aioreqctx.LoggingCollector(),
+    )
+
+
+def app_with_aril(handler: Handler, *, sentry_scope: bool = True) -> web.Application:
+    """aiohttp-request-id-logging as its README sets it up: the record factory and its
+    middleware. With sentry-sdk installed (as here) it opens a Sentry scope per request;
+    ``sentry_scope=False`` is the same app as if sentry-sdk were not installed."""
+    if not sentry_scope:
+        # what its middleware reads when it is made (its docs: "monkeypatched in tests")
+        aiohttp_request_id_logging.sentry_sdk = None  # type: ignore[attr-defined,assignment]
+    aiohttp_request_id_logging.setup_logging_request_id_prefix()
+    return plain_app(handler, aiohttp_request_id_logging.RequestIdMiddleware())
+
+
+def app_with_opentelemetry(handler: Handler) -> web.Application:
+    """OpenTelemetry's aiohttp-server instrumentation as its docs set it up (``instrument()``
+    before the app is made), with an SDK tracer provider that has no span processor: every
+    request gets a recorded span, exported nowhere."""
+    AioHttpServerInstrumentor().instrument(tracer_provider=TracerProvider())
+    return plain_app(handler)
+
+
+def app_with_sentry(handler: Handler) -> web.Application:
+    """Sentry's aiohttp integration as its docs set it up, tracing off, and a transport that
+    drops every event (nothing leaves 127.0.0.1)."""
+
+    class DroppingTransport(Transport):
+        def capture_envelope(self, envelope: Any) -> None:
+            pass
+
+    sentry_sdk.init(
+        dsn="http://public@127.0.0.1:9/1",
+        integrations=[AioHttpIntegration()],
+        transport=DroppingTransport,
+    )
+    return plain_app(handler)
+
+
+def aioreqctx_log_fields() -> None:
+    """aioreqctx's log fields (its README): every record gets the request's ID."""
+    aioreqctx.install_log_record_factory()
 
 
 @dataclass(frozen=True)
@@ -156,89 +257,141 @@ class Variant:
     """A server's app (and loop task factory), what wrk sends it, what its responses must carry.
 
     ``expect`` maps response headers to their required value, or to None for "any value".
+    ``logging_setup`` and ``client_middlewares`` are what the library's docs add for the log
+    lines and the outgoing call of the realistic handler.
     """
 
     name: str
-    app: Callable[[], web.Application]
+    app: Callable[[Handler], web.Application]
     send: tuple[tuple[str, str], ...] = ()
     expect: tuple[tuple[str, str | None], ...] = ()
     task_factory: Callable[..., Any] | None = None
     bound: Bound | None = None  # for its CPU per request relative to ``base``
     base: str = "bare"  # another variant's name: the bound is then judged against it
     known_failure: str = ""  # why its probe may fail, shown with the failure
+    logging_setup: Callable[[], None] | None = None
+    client_middlewares: tuple[Any, ...] = ()
 
 
-BARE = Variant("bare", hello_app)
+NOOP = "noop middleware"
+SETUP = "aioreqctx setup"
+ID_HEADER = ((KEY, None),)
+SEND_ID = ((KEY, INCOMING_ID),)
+
+
+def ours(name: str, app: Callable[[Handler], web.Application], **fields: Any) -> Variant:
+    """An aioreqctx variant: with the realistic handler, its log fields and client middleware."""
+    client = (aioreqctx.ClientPropagation(),)
+    return Variant(
+        name, app, logging_setup=aioreqctx_log_fields, client_middlewares=client, **fields
+    )
+
+
+BARE = Variant("bare", plain_app)
+BARE_AGAIN = "bare again (noise check)"
 VARIANTS = (
     BARE,
-    Variant("noop middleware", partial(hello_app, noop_middleware)),
+    Variant(BARE_AGAIN, plain_app),
+    Variant(NOOP, lambda handler: plain_app(handler, noop_middleware)),
     Variant(
         "aiotask-context",
-        partial(hello_app, aiotask_context_middleware),
-        expect=((KEY, None),),
+        lambda handler: plain_app(handler, aiotask_context_middleware),
+        expect=ID_HEADER,
         task_factory=aiotask_context.task_factory,
         bound=expected(1.30, 1.46),
         known_failure="its factory must build every task, but aiohttp 3.14 on Python 3.12+ "
         "bypasses it, and uvloop passes it context=, which it rejects",
     ),
     Variant(
+        "aiohttp-request-id-logging",
+        app_with_aril,
+        expect=(("X-Request-Id", None),),
+    ),
+    Variant(
+        "aiohttp-request-id-logging, no sentry-sdk",
+        partial(app_with_aril, sentry_scope=False),
+        expect=(("X-Request-Id", None),),
+    ),
+    Variant("opentelemetry aiohttp-server", app_with_opentelemetry),
+    Variant("sentry AioHttpIntegration", app_with_sentry),
+    ours(
         "aioreqctx",
-        partial(hello_app, aioreqctx.request_id_middleware),
-        expect=((KEY, None),),
+        lambda handler: plain_app(handler, aioreqctx.request_id_middleware),
+        expect=ID_HEADER,
         bound=target(1.05),
+        base=NOOP,
     ),
-    Variant(
+    ours(
         "aioreqctx+header",
-        partial(hello_app, aioreqctx.request_id_middleware),
-        send=((KEY, INCOMING_ID),),
-        expect=((KEY, INCOMING_ID),),
-    ),
-    Variant(
-        "aioreqctx setup+server_timing",
-        partial(hello_app_with_setup, server_timing=True),
-        expect=((KEY, None), ("Server-Timing", None)),
-        bound=target(1.10),
-    ),
-    Variant("aioreqctx setup", hello_app_with_setup, expect=((KEY, None),)),
-    Variant(
-        "aioreqctx setup+registry",
-        hello_app_with_registry,
-        expect=((KEY, None),),
-        base="aioreqctx setup",
-    ),
-    Variant(
-        "aioreqctx setup+events@WARNING",
-        hello_app_with_filtered_events,
-        expect=((KEY, None),),
-        base="aioreqctx setup",
-    ),
-    Variant(
-        "setup+NoopCollector",
-        partial(hello_app_with_setup, collector=aioreqctx.NoopCollector()),
-        expect=((KEY, None),),
-        bound=target(1.03),
-        base="aioreqctx setup",
-    ),
-    Variant(
-        "setup+LoggingCollector@WARNING",
-        hello_app_with_filtered_logging,
-        expect=((KEY, None),),
+        lambda handler: plain_app(handler, aioreqctx.request_id_middleware),
         bound=target(1.05),
-        base="aioreqctx setup",
+        base=NOOP,
+        send=SEND_ID,
+        expect=SEND_ID,
+    ),
+    ours(SETUP, app_with_setup, expect=ID_HEADER, bound=target(1.07), base=NOOP),
+    ours(
+        "aioreqctx setup+header",
+        app_with_setup,
+        bound=target(1.07),
+        base=NOOP,
+        send=SEND_ID,
+        expect=SEND_ID,
+    ),
+    ours(
+        "setup+server_timing+events@WARNING+registry",
+        app_with_issue_options,
+        expect=(*ID_HEADER, ("Server-Timing", None)),
+        bound=target(1.15),
+        base=NOOP,
+    ),
+    ours(
+        "aioreqctx setup+server_timing",
+        partial(app_with_setup, server_timing=True),
+        expect=(*ID_HEADER, ("Server-Timing", None)),
+        base=SETUP,
+    ),
+    ours(
+        "aioreqctx setup+registry",
+        lambda handler: app_with_setup(handler, registry=aioreqctx.InFlightRegistry()),
+        expect=ID_HEADER,
+        base=SETUP,
+    ),
+    ours(
+        "aioreqctx setup+events@WARNING",
+        app_with_filtered_events,
+        expect=ID_HEADER,
+        base=SETUP,
+    ),
+    ours(
+        "setup+NoopCollector",
+        partial(app_with_setup, collector=aioreqctx.NoopCollector()),
+        expect=ID_HEADER,
+        bound=target(1.03),
+        base=SETUP,
+    ),
+    ours(
+        "setup+LoggingCollector@WARNING",
+        app_with_filtered_logging,
+        expect=ID_HEADER,
+        bound=target(1.05),
+        base=SETUP,
     ),
 )
-BY_NAME = {variant.name: variant for variant in VARIANTS}
+EVERY_OBSERVER = ours("aioreqctx, every observer on", app_with_every_observer, expect=ID_HEADER)
+"""Not in the table: the server bench/memory.py watches."""
+BY_NAME = {variant.name: variant for variant in (*VARIANTS, EVERY_OBSERVER)}
 
 
 # The server side: ``python bench/http_middleware.py serve --variant NAME``.
 
 
-def serve(variant: Variant, port: int, loop_kind: str) -> None:
+def serve(variant: Variant, port: int, loop_kind: str, handler: str, backend: str) -> None:
     with asyncio.Runner(loop_factory=LOOPS[loop_kind]) as runner:
-        runner.run(serve_until_stopped(variant, port))
+        runner.run(serve_until_stopped(variant, port, handler, backend))
 
 
-async def serve_until_stopped(variant: Variant, port: int) -> None:
+async def serve_until_stopped(variant: Variant, port: int, handler: str, backend: str) -> None:
     """Serve until SIGTERM, SIGINT or EOF on stdin; print the bound port once listening.
 
     The task factory is installed here, in the running main task, because ``asyncio.Runner``
@@ -250,7 +403,10 @@ async def serve_until_stopped(variant: Variant, port: int) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_reader(sys.stdin.fileno(), partial(stop_at_eof, sys.stdin.fileno(), stop))
-    runner = web.AppRunner(variant.app(), access_log=None)
+    app = variant.app(HANDLERS[handler])
+    if handler == "realistic":
+        prepare_realistic(app, variant, backend)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, HOST, port).start()
@@ -258,6 +414,24 @@ async def serve_until_stopped(variant: Variant, port: int) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
+
+
+def prepare_realistic(app: web.Application, variant: Variant, backend: str) -> None:
+    """The realistic handler's log lines (written, to /dev/null) and its backend session."""
+    output = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - for the process's life
+    output.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    log.addHandler(output)
+    log.setLevel(logging.INFO)
+    if variant.logging_setup is not None:
+        variant.logging_setup()
+    app[BACKEND_URL] = backend
+
+    async def backend_session(app: web.Application) -> AsyncIterator[None]:
+        async with ClientSession(middlewares=variant.client_middlewares) as session:
+            app[BACKEND_SESSION] = session
+            yield
+
+    app.cleanup_ctx.append(backend_session)
 
 
 def stop_at_eof(fd: int, stop: asyncio.Event) -> None:
@@ -278,7 +452,7 @@ class Settings:
 
 
 QUICK = Settings(rounds=2, seconds=1, connections=16)
-THOROUGH = Settings(rounds=12, seconds=2, connections=16)
+THOROUGH = Settings(rounds=15, seconds=2, connections=16)
 
 
 @dataclass(frozen=True)
@@ -294,10 +468,13 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(variant: Variant, loop_kind: str, cpu: int) -> Iterator[Server]:
+def running_server(
+    variant: Variant, loop_kind: str, cpu: int, handler: str = "hello", backend: str = ""
+) -> Iterator[Server]:
     """A server process for ``variant`` pinned to ``cpu``, on a free port; always stopped."""
     command = ["taskset", "-c", str(cpu), sys.executable, __file__, "serve"]
     command += ["--variant", variant.name, "--loop", loop_kind, "--port", "0"]
+    command += ["--handler", handler, "--backend", backend]
     with tempfile.TemporaryFile("w+") as log:
         process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True
@@ -358,7 +535,7 @@ def probe(server: Server) -> str | None:
 
 
 def check_response(variant: Variant, body: bytes, headers: Message) -> str | None:
-    if body != b"Hello":
+    if body != HELLO and not body.startswith(b'{"order": 7'):
         return f"unexpected body {body[:40]!r}"
     for name, value in variant.expect:
         if headers.get(name) is None or value not in (None, headers[name]):
@@ -497,66 +674,90 @@ def interleaved(
 
 
 COLUMNS = (
-    *("variant", "CPU us/req", "req/s", "p50 ms", "p99 ms", "CPU vs bare", "CPU vs bare min-max"),
-    *("req/s vs bare", "p50 vs bare", "p99 vs bare", "target", "verdict"),
+    *("variant", "CPU us/req", "req/s", "p50 ms", "p99 ms"),
+    *("CPU vs bare", "IQR", "min-max", "CPU vs noop", "IQR", "min-max"),
+    *("target", "vs its base", "verdict"),
 )
+
+
+def spread(values: list[float]) -> tuple[str, str, str]:
+    """Median, interquartile range and min-max of per-round ratios, as table cells."""
+    ordered = sorted(values)
+    low, high = (ordered[0], ordered[-1])
+    q1, _, q3 = statistics.quantiles(ordered, n=4) if len(ordered) > 1 else (low, low, low)
+    median = statistics.median(ordered)
+    return f"{median:.3f}x", f"{q1:.3f}-{q3:.3f}", f"{low:.3f}-{high:.3f}"
 
 
 def table(
     servers: list[Server], rounds: list[list[Sample]], skipped: dict[str, str], markdown: bool
 ) -> str:
-    """A row per variant: medians over rounds of its values and of its ratios to bare.
+    """A row per variant: medians over rounds of its values and of its CPU ratios to bare, to
+    the noop middleware and to its own base, with their spread.
 
     Ratios are taken round by round (a slow spell of the machine then weighs on both sides)
     and their median shown, not the ratio of the medians. Skipped variants say why.
     """
     rows = [list(COLUMNS)]
     columns = {server.variant.name: column for column, server in enumerate(servers)}
+
+    def cpu_ratios(column: int, base: str) -> list[float] | None:
+        if base not in columns or column == columns[base]:
+            return None
+        return [samples[column].cpu / samples[columns[base]].cpu for samples in rounds]
+
     for column, server in enumerate(servers):
-        own = [samples[column] for samples in rounds]
-        base = columns[server.variant.base]
-        ratios = [samples[column].ratios(samples[base]) for samples in rounds]
-        rows.append(row(server.variant, own, None if server.variant is BARE else ratios))
+        variant = server.variant
+        absolute = Sample.median([samples[column] for samples in rounds])
+        cells = [variant.name, f"{absolute.cpu * 1e6:.1f}", f"{absolute.rps:.0f}"]
+        cells += [f"{absolute.p50 * 1e3:.2f}", f"{absolute.p99 * 1e3:.2f}"]
+        for base in (BARE.name, NOOP):
+            ratios = cpu_ratios(column, base)
+            cells += ["", "", ""] if ratios is None else spread(ratios)
+        own = cpu_ratios(column, variant.base)
+        if variant.bound is None or own is None:
+            goal = f"ratios to {variant.base}" if variant.base not in (BARE.name, NOOP) else ""
+            cells += [goal, "" if own is None or not goal else spread(own)[0], ""]
+        else:
+            median, iqr, _ = spread(own)
+            cells += [f"{variant.bound} of {variant.base}", f"{median} [{iqr}]"]
+            cells.append(variant.bound.verdict(statistics.median(own)))
+        rows.append(cells)
     for name, reason in skipped.items():
         bound = BY_NAME[name].bound
         rows.append([name, "skipped", *[""] * (len(COLUMNS) - 4), str(bound or ""), reason])
     return render(rows, markdown)
 
 
-def row(variant: Variant, own: list[Sample], ratios: list[Sample] | None) -> list[str]:
-    absolute = Sample.median(own)
-    cells = [variant.name, f"{absolute.cpu * 1e6:.1f}", f"{absolute.rps:.0f}"]
-    cells += [f"{absolute.p50 * 1e3:.2f}", f"{absolute.p99 * 1e3:.2f}"]
-    if ratios is None:
-        return cells + [""] * (len(COLUMNS) - len(cells))
-    ratio = Sample.median(ratios)
-    cpu = [sample.cpu for sample in ratios]
-    cells += [f"{ratio.cpu:.3f}x", f"{min(cpu):.3f}-{max(cpu):.3f}x"]
-    cells += [f"{value:.3f}x" for value in ratio.fields()[1:]]
-    bound = variant.bound
-    goal = "" if bound is None else str(bound)
-    if variant.base != BARE.name:  # every ratio in this row is to that variant, not to bare
-        goal = f"{goal} of {variant.base}" if goal else f"ratios to {variant.base}"
-    return [*cells, goal, bound.verdict(ratio.cpu) if bound else ""]
-
-
-def noise_note(rounds: list[list[Sample]]) -> str:
-    """How much bare alone moved from round to round: the machine's noise, in one line."""
+def noise_note(rounds: list[list[Sample]], servers: list[Server]) -> str:
+    """How much bare moved from round to round, and how far the second bare server read from
+    the first: the machine's noise, in one line."""
     cpu = sorted(samples[0].cpu * 1e6 for samples in rounds)
-    return (
+    note = (
         f"bare's CPU per request over the {len(cpu)} rounds: min {cpu[0]:.1f}, "
         f"median {statistics.median(cpu):.1f}, max {cpu[-1]:.1f} us."
     )
+    again = [n for n, server in enumerate(servers) if server.variant.name == BARE_AGAIN]
+    if again:
+        twin = spread([samples[again[0]].cpu / samples[0].cpu for samples in rounds])
+        note += f" The second bare server read {twin[0]} of the first (IQR {twin[1]})."
+    return note
 
 
 def run(settings: Settings, args: argparse.Namespace) -> None:
     """Start every server (or bare, ``--only`` and their bases), drop those whose probe fails,
     measure the rest, print the table."""
-    only = args.only and {*args.only, *(BY_NAME[name].base for name in args.only)}
+    only = args.only and {*args.only, NOOP, *(BY_NAME[name].base for name in args.only)}
     variants = [v for v in VARIANTS if not only or v is BARE or v.name in only]
     with contextlib.ExitStack() as stack:
         server_cpu, wrk_cpu = args.cpus
-        started = [stack.enter_context(running_server(v, args.loop, server_cpu)) for v in variants]
+        backend = ""
+        if args.handler == "realistic":  # on wrk's core: only the servers' CPU is measured
+            backend = stack.enter_context(running_server(BARE, args.loop, wrk_cpu)).url
+        started = [
+            stack.enter_context(running_server(v, args.loop, server_cpu, args.handler, backend))
+            for v in variants
+        ]
         failures = {server.variant.name: probe(server) for server in started}
         skipped = {name: reason for name, reason in failures.items() if reason is not None}
         if BARE.name in skipped:
@@ -566,15 +767,16 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
         rounds = interleaved(servers, settings, wrk_cpu, args.together)
     method = "all loaded at once" if args.together else "one at a time"
     heading = f"Python {platform.python_version()}, {args.loop} event loop, {method}"
+    heading += f", {args.handler} handler"
     print(f"\n### {heading}\n" if args.markdown else f"\n=== {heading} ===\n")
     print(table(servers, rounds, skipped, args.markdown))
-    print(f"\n{noise_note(rounds)}", flush=True)
+    print(f"\n{noise_note(rounds, servers)}", flush=True)
 
 
 def main() -> None:
     args = parse_args()
     if args.command == "serve":
-        serve(BY_NAME[args.variant], args.port, args.loop)
+        serve(BY_NAME[args.variant], args.port, args.loop, args.handler, args.backend)
         return
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk (make bench-http does it)")
@@ -584,7 +786,7 @@ def main() -> None:
     print(
         f"Command: `{shlex.join([sys.executable, *sys.argv])}`\n\n"
         f"Python {platform.python_version()} ({platform.python_implementation()}), "
-        f"aiohttp {version('aiohttp')}, aiotask-context {version('aiotask-context')}, "
+        f"aiohttp {version('aiohttp')}, {peer_versions()}, "
         f"{wrk_version()}, {settings}, server on CPU {server_cpu}, wrk on CPU {wrk_cpu}; "
         "values and ratios to bare (same round) are medians over rounds."
     )
@@ -597,8 +799,16 @@ def parse_args() -> argparse.Namespace:
     server = commands.add_parser("serve", help="run one variant's server (the driver does this)")
     server.add_argument("--variant", choices=list(BY_NAME), required=True)
     server.add_argument("--port", type=int, default=0, help="0 (default): any free port")
+    server.add_argument("--backend", default="", help="the realistic handler's backend URL")
     for command in (parser, server):
         command.add_argument("--loop", choices=list(LOOPS), default="asyncio")
+        command.add_argument(
+            "--handler",
+            choices=list(HANDLERS),
+            default="hello",
+            help="hello world, or a JSON answer after two log lines, a child task and a call "
+            "to a local backend",
+        )
     parser.add_argument("--quick", action="store_true", help="a ~20 s smoke run")
     parser.add_argument("--markdown", action="store_true", help="tables for bench/RESULTS.md")
     parser.add_argument(
@@ -609,6 +819,19 @@ def parse_args() -> argparse.Namespace:
         "--only", nargs="+", choices=list(BY_NAME), help="bare, these variants and their bases"
     )
     return parser.parse_args()
+
+
+PEERS = (
+    "aiotask-context",
+    "aiohttp-request-id-logging",
+    "opentelemetry-instrumentation-aiohttp-server",
+    "opentelemetry-sdk",
+    "sentry-sdk",
+)
+
+
+def peer_versions() -> str:
+    return ", ".join(f"{name} {version(name)}" for name in PEERS)
 
 
 def wrk_version() -> str:
