@@ -4,7 +4,7 @@ VENV ?= .venv
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
 SOURCES := aioreqctx tests examples bench
 
-.PHONY: demo serve test lint typecheck pytest test-all docs docs-serve bench bench-http redis-server clean
+.PHONY: demo serve test lint typecheck pytest test-all docs docs-serve bench bench-http bench-floors redis-server clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,12 @@ bench-http: $(VENV)/.installed
 	command -v wrk >/dev/null || $(SUDO) apt-get install -y wrk || \
 	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
 	$(VENV)/bin/python bench/http_middleware.py --together
+
+# Instruction counts under valgrind's callgrind: the floors behind bench/tasks.py's ratios.
+bench-floors: $(VENV)/.installed
+	command -v valgrind >/dev/null || $(SUDO) apt-get install -y valgrind || \
+	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y valgrind; }
+	$(VENV)/bin/python bench/floors.py
 
 clean:
 	rm -rf .venv .venv-* .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info site dist build

@@ -160,3 +160,23 @@ def _refuse_a_second_middleware(app: web.Application, *, installed: int) -> None
 
 async def _refuse_a_second_middleware_at_startup(app: web.Application) -> None:
     _refuse_a_second_middleware(app, installed=1)
+    _refuse_one_in_a_subapp(app)
+
+
+def _refuse_one_in_a_subapp(app: web.Application) -> None:
+    """aiohttp runs a sub-application's middlewares after its parent's, so an ID middleware
+    there would give the sub-application's requests a second ID."""
+    for resource in app.router.resources():
+        subapp = resource.get_info().get("app")
+        if not isinstance(subapp, web.Application):
+            continue
+        if MIDDLEWARE in subapp or any(
+            isinstance(middleware, RequestIdMiddleware) for middleware in subapp.middlewares
+        ):
+            raise RuntimeError(
+                "a sub-application mounted with add_subapp() or add_domain() has aioreqctx's "
+                "middleware too (setup() or middlewares=[...]), so its requests would get two "
+                "IDs: call setup() on the main application only; its middleware covers every "
+                "sub-application"
+            )
+        _refuse_one_in_a_subapp(subapp)

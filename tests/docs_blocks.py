@@ -8,10 +8,13 @@ The conventions, so that the docs stay copy-pasteable and the test can still che
   as one terminal shows them). Where a run prints a fresh value, the block shows a placeholder:
   ``<uuid>``, ``<int>``, ``<number>``, ``<timestamp>`` (ISO 8601), or ``<...>`` (any text).
 - A program that serves (``web.run_app``) is followed by a ```console title="Try it" block of
-  ``$ curl -s [-H 'Name: value'] URL`` commands, each followed by the body it answers. The test
-  serves the program on 127.0.0.1 with a free port, sends those requests, checks every answer
-  carries an ``X-Request-ID``, then stops the server with SIGINT (Ctrl-C); the Output block
-  after "Try it" is what the server printed. ``web.run_app``'s start-up banner is not shown.
+  ``$ curl -s [-X METHOD] [-H 'Name: value'] URL`` commands, each followed by the body it
+  answers. The test serves the program on 127.0.0.1 with a free port, sends those requests,
+  checks every answer carries an ``X-Request-ID``, then stops the server with SIGINT (Ctrl-C);
+  the Output block after "Try it" is what the server printed. ``web.run_app``'s start-up
+  banner is not shown.
+- A program that needs Redis reads its URL from ``REDIS_URL`` (a local default otherwise): the
+  test sets it to the test session's own redis-server.
 - A ```python block whose first line is ``# test_NAME.py`` is a test file: it is run with
   ``python -m pytest -q test_NAME.py`` in a directory of its own, and its Output block is what
   pytest prints. A block titled with a file name (```ini title="pytest.ini") just before it is
@@ -56,6 +59,7 @@ class Fence:
 class Request:
     """One ``$ curl -s ...`` line of a "Try it" block and the body shown under it."""
 
+    method: str
     path: str
     headers: dict[str, str]
     expected_body: str
@@ -107,12 +111,15 @@ def parse_curl(command: str, expected_body: str) -> Request:
     if words[:2] != ["curl", "-s"]:
         raise ValueError(f"a Try-it line must start with 'curl -s': {command}")
     headers: dict[str, str] = {}
+    method = "GET"
     rest = iter(words[2:])
     url = None
     for word in rest:
         if word == "-H":
             name, _, value = next(rest).partition(":")
             headers[name.strip()] = value.strip()
+        elif word == "-X":
+            method = next(rest)
         elif word.startswith("-"):
             raise ValueError(f"unsupported curl option {word!r} in: {command}")
         else:
@@ -120,7 +127,7 @@ def parse_curl(command: str, expected_body: str) -> Request:
     match = re.fullmatch(r"http://(?:127\.0\.0\.1|localhost):8080(/\S*)", url or "")
     if match is None:
         raise ValueError(f"a Try-it URL must be http://127.0.0.1:8080/...: {command}")
-    return Request(match[1], headers, expected_body)
+    return Request(method, match[1], headers, expected_body)
 
 
 def parse_try_it(fence: Fence) -> list[Request]:

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 
 import aioreqctx as context
 
@@ -69,6 +69,56 @@ def test_a_middleware_added_after_setup_is_refused_at_startup(loop_factory: Loop
 
     with pytest.raises(RuntimeError, match="two IDs"):
         run(loop_factory, main)
+
+
+@pytest.mark.parametrize("in_subapp", ["setup", "middlewares", "nested setup"])
+def test_a_second_middleware_in_a_subapp_is_refused_at_startup(
+    loop_factory: LoopFactory, in_subapp: str
+) -> None:
+    app = web.Application()
+    context.setup(app)
+    subapp = web.Application(
+        middlewares=[context.request_id_middleware] if in_subapp == "middlewares" else []
+    )
+    if in_subapp == "nested setup":
+        inner = web.Application()
+        context.setup(inner)
+        subapp.add_subapp("/inner", inner)
+    elif in_subapp == "setup":
+        context.setup(subapp)
+    app.add_subapp("/api", subapp)
+
+    async def main() -> None:
+        async with serving(app):
+            raise AssertionError("a sub-application's requests would get two IDs")
+
+    with pytest.raises(RuntimeError, match=r"sub-application .* two IDs"):
+        run(loop_factory, main)
+
+
+def test_a_subapp_without_a_middleware_of_its_own_starts_and_shares_the_id(
+    loop_factory: LoopFactory,
+) -> None:
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(context.get(context.REQUEST_ID))
+        return web.Response(text="ok")
+
+    app, subapp, domain = web.Application(), web.Application(), web.Application()
+    subapp.router.add_get("/h", handler)
+    context.setup(app)
+    app.add_subapp("/api", subapp)
+    app.add_domain("example.test", domain)
+
+    async def main() -> str:
+        async with serving(app) as port, ClientSession() as session:
+            url = f"http://127.0.0.1:{port}/api/h"
+            async with session.get(url, headers={"X-Request-ID": "sub-1"}) as response:
+                return response.headers["X-Request-ID"]
+
+    assert run(loop_factory, main) == "sub-1"
+    assert seen == ["sub-1"]
 
 
 def test_setup_alone_still_starts(loop_factory: LoopFactory) -> None:

@@ -61,3 +61,23 @@ def test_quick_jobs_benchmark_measures_every_queue_both_ways() -> None:
         for side in ("enqueue", "worker"):
             assert f"\n{queue} {side} " in stdout
     assert "target: ratio <= 1.03" in stdout
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [
+        ("one", "chainmap_task_factory"),
+        ("fan-out", "copying_task_factory"),
+        ("call", "aioreqctx.set"),
+    ],
+)
+def test_every_floors_case_runs_outside_valgrind(kind: str, name: str) -> None:
+    """bench/floors.py runs each case under callgrind; the case itself must run as plain Python."""
+    result = subprocess.run(
+        [sys.executable, str(BENCH_DIR / "floors.py"), "--case", kind, name, "50"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr

@@ -15,21 +15,27 @@ import pytest
 from aioreqctx import is_valid_request_id
 
 from .docs_blocks import DOC_FILES, ROOT, Example, Request, all_examples, examples, mismatches
+from .redis_server import RedisServer
 
 RUNNER = Path(__file__).with_name("docs_runner.py")
 EXAMPLES = all_examples()
 TIMEOUT = 60.0
 
 
-def run_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "error"}
+def block_env(example: Example, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The environment a block runs in; one that reads ``REDIS_URL`` gets the session's Redis."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "error"}
+    if "REDIS_URL" in example.code.body:
+        redis: RedisServer = request.getfixturevalue("redis_server")
+        env["REDIS_URL"] = redis.url
+    return env
 
 
-def run_program(command: list[str], workdir: Path) -> str:
+def run_program(command: list[str], workdir: Path, env: dict[str, str]) -> str:
     result = subprocess.run(
         [sys.executable, *command],
         cwd=workdir,
-        env=run_env(),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -52,7 +58,7 @@ def wait_for_port(port_file: Path, server: subprocess.Popen[str]) -> int:
 def send(port: int, request: Request) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
     try:
-        connection.request("GET", request.path, headers=request.headers)
+        connection.request(request.method, request.path, headers=request.headers)
         response = connection.getresponse()
         body = response.read().decode()
         request_id = response.getheader("X-Request-ID")
@@ -62,15 +68,15 @@ def send(port: int, request: Request) -> None:
     assert request_id is not None
     assert is_valid_request_id(request_id)
     report = mismatches(request.expected_body, body)
-    assert not report, f"GET {request.path}: " + "\n".join(report)
+    assert not report, f"{request.method} {request.path}: " + "\n".join(report)
 
 
-def serve_program(example: Example, program: Path, workdir: Path) -> str:
+def serve_program(example: Example, program: Path, workdir: Path, env: dict[str, str]) -> str:
     port_file = workdir / "port"
     with subprocess.Popen(
         [sys.executable, str(RUNNER), str(program), str(port_file)],
         cwd=workdir,
-        env=run_env(),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -89,18 +95,21 @@ def serve_program(example: Example, program: Path, workdir: Path) -> str:
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[example.name for example in EXAMPLES])
-def test_block_runs_as_printed(example: Example, tmp_path: Path) -> None:
+def test_block_runs_as_printed(
+    example: Example, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    env = block_env(example, request)
     for name, text in example.files.items():
         (tmp_path / name).write_text(text)
     program = tmp_path / (example.test_file or "example.py")
     program.write_text(example.code.body + "\n")
     if example.test_file is not None:
-        printed = run_program(["-m", "pytest", "-q", program.name], tmp_path)
+        printed = run_program(["-m", "pytest", "-q", program.name], tmp_path, env)
     elif example.serves:
         assert example.requests, "a block that serves needs a Try-it block after it"
-        printed = serve_program(example, program, tmp_path)
+        printed = serve_program(example, program, tmp_path, env)
     else:
-        printed = run_program([str(program)], tmp_path)
+        printed = run_program([str(program)], tmp_path, env)
     expected = example.output.body if example.output is not None else ""
     report = mismatches(expected, printed)
     assert not report, "\n".join(report)
