@@ -64,6 +64,7 @@ redis-server:
 bench-http: $(VENV)/.installed
 	command -v wrk >/dev/null || $(SUDO) apt-get install -y wrk || \
 	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
+	$(VENV)/bin/python -m pip install --quiet -e '.[bench]'
 	$(VENV)/bin/python bench/http_middleware.py --together
 
 # Instruction counts under valgrind's callgrind: the floors behind bench/tasks.py's ratios.

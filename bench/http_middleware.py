@@ -159,7 +159,7 @@ async def aiotask_context_middleware(request: web.Request, handler: Handler) -> 
 
 
 def plain_app(handler: Handler, *middlewares: Any) -> web.Application:
-    app = web.Application(middlewares=middlewares)
+    app = web.Application(middlewares=list(middlewares))  # OpenTelemetry inserts into it
     app.router.add_get("/", handler)
     return app
 
