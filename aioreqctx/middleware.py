@@ -101,6 +101,7 @@ class RequestIdMiddleware:
     _incoming: istr = field(init=False, repr=False)
     _single_header: bool = field(init=False, repr=False)
     _observed: bool = field(init=False, repr=False)
+    _rejection_text: str = field(init=False, repr=False)
     _started: tuple[Callable[[web.Request, Context], None], ...] = field(init=False, repr=False)
     _finished: tuple[Callable[..., None], ...] = field(init=False, repr=False)
     # Set by setup(): on_response_prepare labels every response, so the middleware need not.
@@ -130,6 +131,8 @@ class RequestIdMiddleware:
         object.__setattr__(self, "_generate", checked_generator(self.generator))
         object.__setattr__(self, "_header", istr(self.response_header))
         object.__setattr__(self, "_incoming", istr(self.header_names[0]))
+        rejection = f"400: invalid {self.header_names[0]} header"
+        object.__setattr__(self, "_rejection_text", rejection)
         single = (
             len(self.header_names) == 1
             and self.header_names[0].lower() != "traceparent"
@@ -178,21 +181,23 @@ class RequestIdMiddleware:
         inherited = current_mapping.get(None)
         if inherited:  # start-up code put values in the context the server runs in
             mapping = {**snapshot(inherited), **mapping}
-        if rejected is not None:
-            mapping[keys.REJECTED_REQUEST_ID] = rejected[1]
         enter(mapping)
         request[REQUEST_CONTEXT] = mapping
         if rejected is not None:
-            self._log_rejected(request, rejected)
-            if self.on_invalid == "reject":
-                return self._finish(request, self._rejection(), mapping)
-        if self._observed:
-            self._tell_started(request, mapping)
+            self._note_rejected(request, mapping, rejected)
+        for started in self._started:  # inline: no call when there are no observers
+            try:
+                started(request, mapping)
+            except Exception:
+                logger.exception("request observer %r failed", started)
         response: web.StreamResponse | None = None
         error: BaseException | None = None
         try:
             try:
-                response = await handler(request)
+                if rejected is not None and self.on_invalid == "reject":
+                    response = web.Response(status=400, text=self._rejection_text)
+                else:
+                    response = await handler(request)
             except web.HTTPException as raised:
                 if not self._labelled_on_prepare:
                     self._label(raised, mapping)  # raised, so never prepared yet
@@ -213,25 +218,13 @@ class RequestIdMiddleware:
             if self._observed:
                 self._tell_finished(request, mapping, response, error)
 
-    def _log_rejected(self, request: web.Request, rejected: Rejected) -> None:
-        """Logged in the request's context, so the line carries the new ID."""
+    def _note_rejected(self, request: web.Request, mapping: Context, rejected: Rejected) -> None:
+        """Kept in the request's context, and logged in it (the line carries the new ID)."""
         header_name, shown = rejected
+        mapping[keys.REJECTED_REQUEST_ID] = shown
         logger.warning(
             'invalid %s header from %s ignored: "%s"', header_name, request.remote, shown
         )
-
-    def _rejection(self) -> web.Response:
-        return web.Response(status=400, text=f"400: invalid {self.header_names[0]} header")
-
-    def _finish(
-        self, request: web.Request, response: web.StreamResponse, mapping: Context
-    ) -> web.StreamResponse:
-        """A response the middleware made itself, told to the observers and labelled."""
-        self._tell_started(request, mapping)
-        if not self._labelled_on_prepare:
-            self._label(response, mapping)
-        self._tell_finished(request, mapping, response, None)
-        return response
 
     def _answer(self, request: web.Request, error: BaseException) -> web.StreamResponse | None:
         """The response to an exception the handler raised (other than ``web.HTTPException``),
@@ -257,14 +250,6 @@ class RequestIdMiddleware:
         response[UNHANDLED_ERROR] = error
         return response
 
-    def _tell_started(self, request: web.Request, mapping: Context) -> None:
-        """Observers' failures are logged, never turned into the request's failure."""
-        for started in self._started:
-            try:
-                started(request, mapping)
-            except Exception:
-                logger.exception("request observer %r failed", started)
-
     def _tell_finished(
         self,
         request: web.Request,
@@ -282,9 +267,13 @@ class RequestIdMiddleware:
 
     async def on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         """Label every response just before its headers go out (streaming, WebSocket, 500s)."""
-        mapping = request.get(REQUEST_CONTEXT)
-        if mapping is not None:
-            self._label(response, mapping)
+        try:
+            mapping = request[REQUEST_CONTEXT]
+        except KeyError:  # a request the middleware never saw (aiohttp's own error pages)
+            return
+        response.headers[self._header] = mapping[keys.REQUEST_ID]
+        if self.server_timing:
+            self._add_server_timing(response, mapping)
 
     def _request_id_for(self, request: web.Request) -> tuple[str, Rejected | None]:
         """The request's ID, and the escaped first invalid incoming value if there was one."""

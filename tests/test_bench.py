@@ -42,17 +42,63 @@ def test_quick_logging_benchmark_runs_every_case() -> None:
     assert "processor alone: added cost, ours / merge_contextvars" in stdout
 
 
-@pytest.mark.skipif(
+needs_wrk = pytest.mark.skipif(
     shutil.which("wrk") is None or len(os.sched_getaffinity(0)) < 2,
     reason="the HTTP benchmark needs wrk (make bench-http installs it) and two cores",
 )
-def test_quick_http_benchmark_measures_every_working_variant() -> None:
+
+
+def table_rows(stdout: str) -> dict[str, list[str]]:
+    """The plain-text table's rows by variant name, split into cells."""
+    return {
+        cells[0]: cells
+        for line in stdout.splitlines()
+        if (cells := [cell.strip() for cell in line.split("  ") if cell.strip()])
+    }
+
+
+@needs_wrk
+def test_quick_http_benchmark_measures_every_working_variant_and_peer() -> None:
     stdout = run_bench("http_middleware.py", "--together", timeout=240)
-    rows = {line.split("  ")[0]: line for line in stdout.splitlines()}
-    assert "x" in rows["aioreqctx"]
-    assert "x" in rows["aioreqctx setup+server_timing"]
+    rows = table_rows(stdout)
+    peers = (
+        "aiohttp-request-id-logging",
+        "aiohttp-request-id-logging, no sentry-sdk",
+        "opentelemetry aiohttp-server",
+        "sentry AioHttpIntegration",
+    )
+    ours = ("aioreqctx", "aioreqctx setup", "setup+server_timing+events@WARNING+registry")
+    for name in (*peers, *ours, "bare again (noise check)"):
+        # CPU vs bare, then its IQR and min-max, then the same against the noop middleware.
+        assert rows[name][5].endswith("x"), rows[name]
+        assert rows[name][8].endswith("x"), rows[name]
+    for name in ours:
+        assert rows[name][-1] in ("PASS", "FAIL"), rows[name]
     expected_skip = sys.version_info >= (3, 12)  # aiohttp bypasses aiotask-context's factory
     assert ("skipped" in rows["aiotask-context"]) == expected_skip
+    assert "The second bare server read" in stdout
+
+
+@needs_wrk
+def test_quick_http_benchmark_serves_the_realistic_handler() -> None:
+    """Each server answers the JSON handler (the probe checks the body and the ID header) after
+    its log lines, child task and backend call; bare, noop and the chosen variant run."""
+    options = ("--together", "--handler", "realistic", "--only", "aioreqctx setup")
+    stdout = run_bench("http_middleware.py", *options, timeout=240)
+    rows = table_rows(stdout)
+    assert set(rows) >= {"bare", "noop middleware", "aioreqctx setup"}
+    assert "skipped" not in stdout
+    assert rows["aioreqctx setup"][8].endswith("x")
+    assert "realistic handler" in stdout
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="server and driver need two cores")
+def test_quick_memory_benchmark_samples_the_servers_rss() -> None:
+    stdout = run_bench("memory.py", timeout=240)
+    readings = [cells for name, cells in table_rows(stdout).items() if name.isdigit()]
+    assert [int(cells[0]) for cells in readings] == [0, 500, 1000, 1500, 2000]
+    assert all(float(cells[1]) > 10 for cells in readings)  # MB: a Python server's RSS
+    assert "After the 500 warm-up requests" in stdout
 
 
 def test_quick_jobs_benchmark_measures_every_queue_both_ways() -> None:
