@@ -127,3 +127,14 @@ def test_every_floors_case_runs_outside_valgrind(kind: str, name: str) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_quick_middleware_floor_takes_every_step_out() -> None:
+    stdout = run_bench("middleware_floor.py")
+    rows = table_rows(stdout)
+    steps = [name for name in rows if name.startswith("the same without")]
+    assert len(steps) == 8
+    assert all(len(rows[name]) == 4 for name in steps)  # with the step's own cost
+    assert {"request_id_middleware", "setup(app)"} <= set(rows)
+    timed_alone = [line.split()[-1] for line in stdout.splitlines() if "new_request_id()" in line]
+    assert timed_alone[-1].lstrip("-").isdigit()  # the per-operation table's ns
