@@ -60,6 +60,7 @@ def test_quick_jobs_benchmark_measures_every_queue_both_ways() -> None:
     for queue in ("arq", "taskiq", "celery"):
         for side in ("enqueue", "worker"):
             assert f"\n{queue} {side} " in stdout
+        assert f"\ntaskiq do-nothing middleware {side} " in stdout
     assert "target: ratio <= 1.03" in stdout
 
 
