@@ -201,19 +201,22 @@ def _build(
 
 
 def _mapping_of(caller_context: VarContext, inherit: Inherit) -> Context | None:
-    """The task runs in exactly the Context its caller passed; give it a mapping if it has none.
+    """The task runs in exactly the Context its caller passed: put the child's mapping in it.
 
-    A Context that is running right now (``task.get_context()`` of the current task) cannot be
-    entered to install one; it is left alone and ``aioreqctx.set`` creates the mapping later.
+    Under ``task_factory`` a mapping already there is shared; the other factories derive the
+    child's own from it (``copy_context()`` in a request holds the request's mapping, which a
+    copying child must not write into). A Context that is running right now
+    (``task.get_context()`` of the current task) cannot be entered; it is left alone and the
+    task's first ``aioreqctx.set`` gives it a mapping of its own.
     """
-    mapping = caller_context.get(current_mapping)
-    if mapping is None:
-        root = inherit(None)
-        try:
-            caller_context.run(current_mapping.set, root)
-        except RuntimeError:
-            return None
-        mapping = root
+    parent = caller_context.get(current_mapping)
+    if parent is not None and inherit is _share:
+        return parent
+    mapping = inherit(parent)
+    try:
+        caller_context.run(current_mapping.set, mapping)
+    except RuntimeError:
+        return None
     return mapping
 
 

@@ -50,6 +50,9 @@ CARRIER_PREFIX = "aioreqctx."
 MAX_CARRIED_VALUE = 1024
 """The longest context value a worker accepts from a carrier (characters)."""
 
+SHOWN_LIMIT = 200
+"""A queue's job ID or name longer than this is cut short in the context and log lines."""
+
 JOBS_LOGGER = "aioreqctx.jobs"
 """The stdlib logger job events go to unless told otherwise."""
 
@@ -314,7 +317,7 @@ class JobScope(SyncOrAsync[Context]):
         """The job's first mapping, and what was wrong with the carrier (what, escaped value)."""
         problems: list[tuple[str, str]] = []
         carrier: Mapping[Any, Any] = {}
-        if isinstance(self._carrier, Mapping):
+        if type(self._carrier) is dict or isinstance(self._carrier, Mapping):
             carrier = self._carrier
         elif self._carrier is not None:
             problems.append(("carrier", escaped(safe_text(self._carrier))))
@@ -371,4 +374,13 @@ def _is_carried(key: object) -> bool:
 
 def _shown(value: object) -> str:
     """A queue's job ID or name as safe text for the context and log lines: escaped."""
-    return escaped(value if isinstance(value, str) else safe_text(value), limit=200)
+    if (  # the usual case, and escaping would leave it as it is: skip the encoding round trip
+        type(value) is str
+        and len(value) <= SHOWN_LIMIT
+        and value.isascii()
+        and value.isprintable()
+        and "\\" not in value
+        and '"' not in value
+    ):
+        return value
+    return escaped(value if isinstance(value, str) else safe_text(value), limit=SHOWN_LIMIT)

@@ -21,7 +21,7 @@ from typing import Any, ParamSpec, TypeVar
 from . import keys
 from .dual import SyncOrAsync
 from .emit import event_sink
-from .store import current_mapping, get
+from .store import current_mapping, get, running_task
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -149,6 +149,11 @@ def server_timing_header(total_ms: float, operations: list[tuple[str, float]]) -
     return ", ".join(parts)
 
 
+def _user() -> object:
+    """Who is timing: the running task, or the thread outside any task."""
+    return running_task() or threading.get_ident()
+
+
 class timed_operation(SyncOrAsync["timed_operation"]):  # noqa: N801 - used like contextlib's lower-case context managers
     """Time a block or a function under ``name``; ``with``, ``async with`` or a decorator.
 
@@ -156,29 +161,36 @@ class timed_operation(SyncOrAsync["timed_operation"]):  # noqa: N801 - used like
     header when that is on), and while the block runs it is the request's current operation
     (shown by the in-flight registry); outside a request it is only measured. ``last_ms`` holds
     it. Each one is also a DEBUG ``operation_finished`` event on the ``aioreqctx.operations``
-    logger (nothing is built when DEBUG is off there).
+    logger (nothing is built when DEBUG is off there). One instance may be shared (a
+    module-level ``DB = timed_operation("db")``): concurrent uses are timed apart.
     """
 
-    __slots__ = ("_started", "_timings", "last_ms", "name")
+    __slots__ = ("_open", "last_ms", "name")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.last_ms: float | None = None
-        self._started = 0.0
-        self._timings: OperationTimings | None = None
+        # Per use, not per instance: a module-level ``DB = timed_operation("db")`` is entered by
+        # many requests at once. Each task (or thread) keeps its own stack of open uses.
+        self._open: dict[object, list[tuple[float, OperationTimings | None]]] = {}
 
     def __enter__(self) -> timed_operation:
         mapping = current_mapping.get(None)
         timings = None if mapping is None else mapping.get(keys.OPERATIONS)
         if isinstance(timings, OperationTimings):
-            self._timings = timings
             timings.started(self.name)
-        self._started = perf_counter()
+        else:
+            timings = None
+        self._open.setdefault(_user(), []).append((perf_counter(), timings))
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
-        self.last_ms = (perf_counter() - self._started) * 1000.0
-        timings, self._timings = self._timings, None
+        user = _user()
+        uses = self._open[user]
+        started, timings = uses.pop()
+        if not uses:
+            del self._open[user]
+        self.last_ms = (perf_counter() - started) * 1000.0
         if timings is not None:
             timings.finished(self.name)
             timings.add(self.name, self.last_ms)

@@ -32,11 +32,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import platform
 import shlex
 import statistics
 import sys
 import timeit
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -266,6 +268,9 @@ CALL_NAMESPACE: dict[str, Any] = {
     "get": aioreqctx.get,
     "set": aioreqctx.set,
     "atc_get": aiotask_context.get,
+    "urandom": os.urandom,
+    "uuid4": uuid.uuid4,
+    "new_request_id": aioreqctx.new_request_id,
 }
 
 
@@ -329,8 +334,9 @@ def sections(settings: Settings, loop_kind: str) -> Iterator[Section]:
         settings.chains,
     )
     raw_get, flat_get, raw_set = "ContextVar.get (raw)", "aioreqctx.get", "ContextVar.set (raw)"
+    urandom_hex = "os.urandom(16).hex()"
     yield Section(
-        "4. get/set per call",
+        "4. get/set and a new request ID per call",
         "ns/call",
         1e9,
         [
@@ -353,6 +359,15 @@ def sections(settings: Settings, loop_kind: str) -> Iterator[Section]:
                 baseline=flat_get,
                 bound=target(3),
                 depth=CHAIN_DEPTH,
+            ),
+            call(urandom_hex, SHARE, "urandom(16).hex()"),
+            call("str(uuid.uuid4())", SHARE, "str(uuid4())", baseline=urandom_hex),
+            call(
+                "aioreqctx.new_request_id",
+                SHARE,
+                "new_request_id()",
+                baseline=urandom_hex,
+                bound=target(1),
             ),
         ],
     )

@@ -106,7 +106,11 @@ def test_quick_jobs_benchmark_measures_every_queue_both_ways() -> None:
     for queue in ("arq", "taskiq", "celery"):
         for side in ("enqueue", "worker"):
             assert f"\n{queue} {side} " in stdout
+        assert f"\ntaskiq do-nothing middleware {side} " in stdout
     assert "target: ratio <= 1.03" in stdout
+    for queue in ("arq", "taskiq"):
+        for side in ("enqueue", "worker"):
+            assert f"\n{queue} {side} " in stdout.split("What aioreqctx's own code adds")[1]
 
 
 @pytest.mark.parametrize(

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import logging
-import os
 import uuid
-import warnings
 from typing import Any
 
 import pytest
@@ -339,34 +336,3 @@ def test_any_header_bytes_never_crash_and_the_id_is_always_valid(values: list[by
         (sent_back,) = reply.all("X-Request-ID")
         assert context.is_valid_request_id(sent_back)
     assert replies[-1].all("X-Request-ID") == ["still-alive"]
-
-
-def test_generated_ids_are_distinct_uuid4s_across_threads() -> None:
-    """IDs come from batches made ahead and shared by threads: none is handed out twice."""
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        batches = list(
-            pool.map(lambda _: [context.new_request_id() for _ in range(3000)], range(4))
-        )
-    ids = [request_id for batch in batches for request_id in batch]
-    assert len(set(ids)) == len(ids)
-    assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
-
-
-def test_a_forked_child_makes_ids_of_its_own() -> None:
-    """The parent's batch made ahead must not be handed out again in a forked child (gunicorn
-    with preload_app forks workers from a parent that may have made IDs)."""
-    context.new_request_id()  # the parent now holds IDs made ahead
-    read_end, write_end = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads around
-        pid = os.fork()
-    if pid == 0:  # the child: report its next ID, then leave at once
-        os.write(write_end, context.new_request_id().encode())
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        childs = pipe.read()
-    os.waitpid(pid, 0)
-    parents = context.new_request_id()
-    assert uuid.UUID(childs).version == 4
-    assert childs != parents

@@ -8,6 +8,7 @@ asyncio and uvloop, with every factory and with none.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import types
 from typing import Any
@@ -294,3 +295,31 @@ def test_assigning_task_context_seeds_the_task_as_in_aiotask_context(
     assert (seen, written) == ("seeded", 1)
     assert child_saw == "seeded"
     assert from_child == ("c" if factory_name == "task_factory" else None)
+
+
+def test_a_given_context_keeps_each_factorys_semantics(
+    loop_factory: LoopFactory, factory_name: str
+) -> None:
+    """``create_task(coro, context=contextvars.copy_context())`` in a task: the copy holds the
+    parent's mapping, yet only ``task_factory`` lets the child write into it (issue 10, 11)."""
+
+    async def child() -> tuple[Any, Any]:
+        inherited = context.get("k")
+        context.set("k", "child")
+        return inherited, context.get("k")
+
+    async def main() -> tuple[Any, Any, Any]:
+        asyncio.get_running_loop().set_task_factory(FACTORIES[factory_name])
+
+        async def parent() -> tuple[Any, Any, Any]:
+            context.set("k", "parent")
+            loop = asyncio.get_running_loop()
+            given = contextvars.copy_context()
+            inherited, in_child = await loop.create_task(child(), context=given)
+            return inherited, in_child, context.get("k")
+
+        return await asyncio.create_task(parent())
+
+    inherited, in_child, in_parent = run(loop_factory, main)
+    assert (inherited, in_child) == ("parent", "child")
+    assert in_parent == ("child" if factory_name == "task_factory" else "parent")

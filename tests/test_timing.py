@@ -150,3 +150,47 @@ def test_a_long_running_job_keeps_a_bounded_list_of_operations() -> None:
             return len(timings.entries()), timings.dropped
 
     assert asyncio.run(main()) == (ENTRY_LIMIT, 500)
+
+
+def test_one_shared_instance_times_concurrent_requests_apart(loop_factory: LoopFactory) -> None:
+    """A module-level ``DB = timed_operation("db")`` entered by two requests at once: each
+    request's Server-Timing shows its own duration, none the other's."""
+    db = context.timed_operation("db")
+    slow_inside = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        async with db:
+            slow_inside.set()
+            await asyncio.sleep(0.3)
+        return web.Response(text="slow")
+
+    async def fast(request: web.Request) -> web.Response:
+        await slow_inside.wait()
+        with db:
+            pass
+        return web.Response(text="fast")
+
+    app = web.Application()
+    context.setup(app, server_timing=True)
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/fast", fast)
+
+    def db_ms(header: str) -> float:
+        (entry,) = [part for part in header.split(", ") if part.startswith("db;")]
+        return float(entry.partition("dur=")[2])
+
+    async def main() -> tuple[str, str]:
+        async with serving(app) as port, aiohttp.ClientSession() as session:
+            base = f"http://127.0.0.1:{port}"
+
+            async def timing_of(path: str) -> str:
+                async with session.get(base + path) as response:
+                    return response.headers["Server-Timing"]
+
+            slow_header, fast_header = await asyncio.gather(timing_of("/slow"), timing_of("/fast"))
+            return slow_header, fast_header
+
+    slow_header, fast_header = run(loop_factory, main)
+    assert db_ms(slow_header) >= 250.0
+    assert db_ms(fast_header) < 100.0
+    assert db.last_ms is not None
