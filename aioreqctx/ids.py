@@ -101,6 +101,15 @@ os.register_at_fork(after_in_child=_made_ahead.clear)
 
 def escaped(raw: str, limit: int = ESCAPED_LIMIT) -> str:
     """``raw`` made safe for one log line or context value: escaped, at most ``limit`` chars."""
+    if (  # the usual value, which escaping leaves as it is: no encoding round trip
+        type(raw) is str
+        and len(raw) <= limit
+        and raw.isascii()
+        and raw.isprintable()
+        and "\\" not in raw
+        and '"' not in raw
+    ):
+        return raw
     shown = raw[:limit].encode("unicode_escape").decode("ascii").replace('"', '\\"')
     if len(raw) > limit:
         shown += f"...(+{len(raw) - limit} chars)"

@@ -374,13 +374,4 @@ def _is_carried(key: object) -> bool:
 
 def _shown(value: object) -> str:
     """A queue's job ID or name as safe text for the context and log lines: escaped."""
-    if (  # the usual case, and escaping would leave it as it is: skip the encoding round trip
-        type(value) is str
-        and len(value) <= SHOWN_LIMIT
-        and value.isascii()
-        and value.isprintable()
-        and "\\" not in value
-        and '"' not in value
-    ):
-        return value
     return escaped(value if isinstance(value, str) else safe_text(value), limit=SHOWN_LIMIT)
