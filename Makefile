@@ -4,13 +4,26 @@ VENV ?= .venv
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
 SOURCES := aioreqctx tests examples bench
 
-.PHONY: demo serve test lint typecheck pytest test-all docs docs-serve bench bench-http bench-floors redis-server clean
+.PHONY: lock demo serve test lint typecheck pytest test-all docs docs-serve bench bench-http bench-floors redis-server clean
 
-$(VENV)/.installed: pyproject.toml
+# The dev/CI set is locked (every package, exact version and hash) in $(LOCK) by uv, which
+# also installs it: `make lock` refreshes the lock after a change to pyproject.toml.
+LOCK := requirements/dev.txt
+UV_VERSION := 0.13.9
+UV = $(VENV)/bin/uv
+
+$(VENV)/.installed: $(LOCK) pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV) pip sync --quiet --python $(VENV)/bin/python --require-hashes $(LOCK)
+	$(UV) pip install --quiet --python $(VENV)/bin/python --no-deps -e .
 	touch $@
+
+lock:
+	test -x .venv-lock/bin/uv || { $(PYTHON) -m venv .venv-lock && \
+	  .venv-lock/bin/python -m pip install --quiet uv==$(UV_VERSION); }
+	.venv-lock/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+	  --generate-hashes --quiet --upgrade -o $(LOCK)
 
 # The demo's job scenario needs redis-server; without it the demo says so and runs the rest.
 demo: $(VENV)/.installed
