@@ -6,10 +6,29 @@ Python 3.11 to 3.14, under uvloop and with eager tasks.
 
 __version__ = "0.1.0"
 
-from .access_log import AccessLogger, access_logger_for
-from .app_setup import setup
-from .client import ClientPropagation, DeadlineExceeded
-from .collectors import BufferedCollector, LoggingCollector
+from ._collectors import BufferedCollector, LoggingCollector
+from ._core.deadline import (
+    DEADLINE_HEADER,
+    DeadlineObserver,
+    deadline_timeout,
+    remaining_time,
+)
+from ._core.factories import (
+    EAGER_TASKS_SUPPORTED,
+    TaskFactory,
+    chainmap_task_factory,
+    copying_task_factory,
+    task_factory_for,
+)
+from ._core.ids import is_safe_request_id, is_valid_request_id, new_request_id, trace_id_of
+from ._core.jobs import request_context
+from ._core.jsonsafe import json_safe
+from ._core.layered import LayeredContext
+from ._core.request_view import RequestContext
+from ._core.serving_loop import loop_factory
+from ._core.store import NO_LOOP_EXCEPTION_MSG, Context, clear, get, scope, set  # noqa: A004
+from ._core.threads import bind_context, run_in_executor
+from ._core.timing import OperationTimings, elapsed_ms, timed_operation
 from .compat import (
     PY37,
     asyncio_current_task,
@@ -18,24 +37,17 @@ from .compat import (
     logger,
     task_factory,
 )
-from .deadline import (
-    DEADLINE_HEADER,
-    DeadlineObserver,
-    deadline_timeout,
-    remaining_time,
+from .events import (
+    ClientDisconnected,
+    ConnectionCompleted,
+    ConnectionOpened,
+    LifecycleCollector,
+    LifecycleEvent,
+    NoopCollector,
+    RequestStarted,
+    ResponseCompleted,
+    next_connection_id,
 )
-from .factories import (
-    EAGER_TASKS_SUPPORTED,
-    TaskFactory,
-    chainmap_task_factory,
-    copying_task_factory,
-    task_factory_for,
-)
-from .ids import is_safe_request_id, is_valid_request_id, new_request_id, trace_id_of
-from .inflight import InFlightEntry, InFlightRegistry
-from .job_context import JobEvents, JobPropagation, JobScope
-from .jobs import request_context
-from .jsonsafe import json_safe
 from .keys import (
     DEADLINE,
     JOB_ATTEMPT,
@@ -48,20 +60,15 @@ from .keys import (
     START_MONOTONIC,
     START_TIME,
 )
-from .layered import LayeredContext
-from .lifecycle import (
-    ClientDisconnected,
-    ConnectionCompleted,
-    ConnectionOpened,
-    LifecycleCollector,
-    LifecycleEvent,
-    NoopCollector,
-    RequestStarted,
-    ResponseCompleted,
-    next_connection_id,
-)
-from .logging_context import LogContext, log_context
-from .middleware import (
+from .log.logging_context import LogContext, log_context
+from .log.processors import add_event_fields, add_request_context, request_context_processor
+from .log.stdlib import RequestContextFilter, install_log_record_factory
+from .propagation.client import ClientPropagation, DeadlineExceeded
+from .propagation.jobs import JobEvents, JobPropagation, JobScope
+from .web.access_log import AccessLogger, access_logger_for
+from .web.app import setup
+from .web.inflight import InFlightEntry, InFlightRegistry
+from .web.middleware import (
     CLIENT_CLOSED_REQUEST,
     REQUEST_CONTEXT,
     UNHANDLED_ERROR,
@@ -69,15 +76,8 @@ from .middleware import (
     RequestIdMiddleware,
     request_id_middleware,
 )
-from .observers import RequestObserver
-from .request_events import RequestEvents, level_for_status
-from .request_view import RequestContext
-from .serving_loop import loop_factory
-from .stdlib_logging import RequestContextFilter, install_log_record_factory
-from .store import NO_LOOP_EXCEPTION_MSG, Context, clear, get, scope, set  # noqa: A004
-from .structlog_processor import add_event_fields, add_request_context, request_context_processor
-from .threads import bind_context, run_in_executor
-from .timing import OperationTimings, elapsed_ms, timed_operation
+from .web.observers import RequestObserver
+from .web.request_events import RequestEvents, level_for_status
 
 __all__ = [
     "CLIENT_CLOSED_REQUEST",

@@ -11,9 +11,9 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import inheritance
-from .factories import CoroutineLike, spawn
-from .store import Context
+from ._core import inheritance
+from ._core.factories import CoroutineLike, spawn
+from ._core.store import Context
 
 PY37 = True
 """Always true: aiotask-context used it to pick an asyncio API; aioreqctx needs 3.11+."""

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from .logging_context import pushed_layer
-from .snapshot import snapshot
-from .store import current_mapping
+from ._core.snapshot import snapshot
+from ._core.store import current_mapping
+from .log.logging_context import pushed_layer
 from .testing import CapturedLogs, RequestIdCheck, capture_logs
 
 

@@ -19,10 +19,10 @@ from aiohttp import ClientRequest, ClientResponse
 from aiohttp.client_middlewares import ClientHandlerType
 
 from . import keys
-from .ids import is_valid_request_id
-from .log_fields import DEFAULT_REQUEST_ID
-from .stdlib_logging import RequestContextFilter
-from .structlog_processor import request_context_processor
+from ._core.ids import is_valid_request_id
+from .log.fields import DEFAULT_REQUEST_ID
+from .log.processors import request_context_processor
+from .log.stdlib import RequestContextFilter
 
 _RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 

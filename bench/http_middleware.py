@@ -191,14 +191,14 @@ def app_with_filtered_logging(handler: Handler) -> web.Application:
 def app_with_issue_options(handler: Handler) -> web.Application:
     """Issue 13's full configuration: Server-Timing, request events (their logger filtering
     them out) and the in-flight registry."""
-    filtered_logger(aioreqctx.request_view.REQUESTS_LOGGER)
+    filtered_logger(aioreqctx._core.request_view.REQUESTS_LOGGER)
     options = {"server_timing": True, "request_events": True}
     return app_with_setup(handler, **options, registry=aioreqctx.InFlightRegistry())
 
 
 def app_with_every_observer(handler: Handler) -> web.Application:
     """Every observer on and writing (to /dev/null): what bench/memory.py serves."""
-    for name in (aioreqctx.request_view.REQUESTS_LOGGER, "aioreqctx.lifecycle"):
+    for name in (aioreqctx._core.request_view.REQUESTS_LOGGER, "aioreqctx.lifecycle"):
         logger = logging.getLogger(name)
         logger.setLevel(logging.DEBUG)
         logger.propagate = False

@@ -34,11 +34,11 @@ from tasks import render
 
 import aioreqctx
 from aioreqctx import keys
-from aioreqctx.middleware import REQUEST_CONTEXT
-from aioreqctx.request_view import REQUESTS_LOGGER
-from aioreqctx.server_events import ServerEvents
-from aioreqctx.store import current_mapping, enter
-from aioreqctx.timing import OperationTimings, server_timing_header
+from aioreqctx._core.request_view import REQUESTS_LOGGER
+from aioreqctx._core.store import current_mapping, enter
+from aioreqctx._core.timing import OperationTimings, server_timing_header
+from aioreqctx.web.middleware import REQUEST_CONTEXT
+from aioreqctx.web.server_events import ServerEvents
 
 KEY = istr(keys.REQUEST_ID)
 RID, START, WALL, OPS = keys.REQUEST_ID, keys.START_MONOTONIC, keys.START_TIME, keys.OPERATIONS

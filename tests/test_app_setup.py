@@ -46,7 +46,7 @@ def test_a_bad_option_is_refused_by_setup_naming_it(options: dict[str, Any], nam
 
 
 def test_the_option_table_covers_every_middleware_field() -> None:
-    from aioreqctx.app_setup import OPTIONS  # noqa: PLC0415 - the table, not the API
+    from aioreqctx.web.app import OPTIONS  # noqa: PLC0415 - the table, not the API
 
     fields = {f.name for f in dataclasses.fields(context.RequestIdMiddleware) if f.init}
     assert fields <= set(OPTIONS)

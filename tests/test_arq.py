@@ -22,7 +22,7 @@ from arq.worker import Function, Worker, create_worker, func
 import aioreqctx as context
 from aioreqctx import keys
 from aioreqctx.integrations.arq import CARRIER_FIELD, ArqPropagation
-from aioreqctx.job_context import CARRIED_PARENT_JOB_ID, CARRIED_REQUEST_ID
+from aioreqctx.propagation.jobs import CARRIED_PARENT_JOB_ID, CARRIED_REQUEST_ID
 
 from .conftest import LoopFactory, run
 from .http_helpers import serving

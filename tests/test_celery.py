@@ -28,7 +28,7 @@ from celery.signals import after_task_publish
 import aioreqctx
 from aioreqctx import keys
 from aioreqctx.integrations.celery import setup_celery
-from aioreqctx.job_context import CARRIED_PARENT_JOB_ID, CARRIED_REQUEST_ID
+from aioreqctx.propagation.jobs import CARRIED_PARENT_JOB_ID, CARRIED_REQUEST_ID
 
 from . import celery_app
 from .celery_app import fail, flaky, nested, record, spawn, spawn_in_thread

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import ClientSession, TraceConfig, web
 
 import aioreqctx as context
-from aioreqctx.observers import RequestObserver
+from aioreqctx.web.observers import RequestObserver
 
 from .conftest import FACTORIES, LoopFactory, run
 from .http_helpers import serving

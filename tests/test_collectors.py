@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import aioreqctx as context
-from aioreqctx.lifecycle import as_collector
+from aioreqctx.events import as_collector
 
 
 def completed(n: int = 0, *, path: str = "/p", duration_ms: float = 1.0) -> Any:

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import ClientSession, web
 
 import aioreqctx as context
-from aioreqctx.deadline import format_deadline, parse_deadline
+from aioreqctx._core.deadline import format_deadline, parse_deadline
 
 from .conftest import LoopFactory, run
 from .http_helpers import serving

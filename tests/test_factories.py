@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import aioreqctx as context
+from aioreqctx._core.store import current_mapping
 
 from .conftest import FACTORIES, LoopFactory, run
 
@@ -114,7 +115,7 @@ def test_task_context_is_the_mapping_get_and_set_use(
         return getattr(asyncio.current_task(), "context", None) is context_of_current()
 
     def context_of_current() -> object:
-        return context.store.current_mapping.get(None)
+        return current_mapping.get(None)
 
     async def main() -> tuple[bool, dict[str, Any], Any]:
         context.set("key", "value")
@@ -245,7 +246,7 @@ def test_runner_context_gets_a_root_mapping(loop_factory: LoopFactory, factory_n
     async def main() -> tuple[bool, Any]:
         context.set("k", "v")
         task = asyncio.current_task()
-        current = context.store.current_mapping.get(None)
+        current = current_mapping.get(None)
         return getattr(task, "context", None) is current, context.get("k")
 
     assert run(loop_factory, main, FACTORIES[factory_name]) == (True, "v")

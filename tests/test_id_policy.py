@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import aioreqctx as context
+from aioreqctx._core.ids import ESCAPED_LIMIT
 
 from .conftest import FACTORIES, LoopFactory, run
 from .http_helpers import RawResponse, get_request, raw_exchange, serving
@@ -110,7 +111,7 @@ def test_invalid_ids_are_replaced_never_echoed_and_kept_escaped(
         assert body["rid"] == sent_back
         assert body["rejected"]
         assert "\n" not in body["rejected"]
-        assert len(body["rejected"]) <= context.ids.ESCAPED_LIMIT * 4 + 20
+        assert len(body["rejected"]) <= ESCAPED_LIMIT * 4 + 20
     records = [r for r in caplog.records if "invalid X-Request-ID" in r.getMessage()]
     assert records
     assert all("\n" not in r.getMessage() and "\x01" not in r.getMessage() for r in records)

@@ -13,7 +13,7 @@ import structlog
 
 import aioreqctx as context
 from aioreqctx import keys
-from aioreqctx.job_context import (
+from aioreqctx.propagation.jobs import (
     CARRIED_CONTEXT_PREFIX,
     CARRIED_DEADLINE,
     CARRIED_PARENT_JOB_ID,

@@ -19,8 +19,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import aioreqctx as context
-from aioreqctx import LayeredContext, inheritance, keys, layered
-from aioreqctx.store import current_mapping
+from aioreqctx import LayeredContext, keys
+from aioreqctx._core import inheritance, layered
+from aioreqctx._core.store import current_mapping
 
 from .conftest import LoopFactory, run
 from .http_helpers import serving

@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 import aioreqctx as context
-from aioreqctx.observers import RequestObserver
+from aioreqctx.web.observers import RequestObserver
 
 from .conftest import LoopFactory, run
 from .http_helpers import get_request, raw_exchange, serving

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aioreqctx.store import current_mapping
+from aioreqctx._core.store import current_mapping
 
 INI = """
 [pytest]

@@ -19,8 +19,8 @@ import pytest
 from aiohttp import web
 
 import aioreqctx as context
-from aioreqctx.lifecycle import as_collector
-from aioreqctx.server_events import ServerEvents
+from aioreqctx.events import as_collector
+from aioreqctx.web.server_events import ServerEvents
 
 from .conftest import LoopFactory, run
 from .http_helpers import get_request, raw_exchange, read_response, serving

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import ClientSession, web
 
 import aioreqctx as context
-from aioreqctx.factories import register_dispatcher
+from aioreqctx._core.factories import register_dispatcher
 
 from .conftest import LoopFactory, run
 from .http_helpers import serving
@@ -161,8 +161,10 @@ def test_a_factory_already_on_the_loop_is_named_replaced_and_put_back(
         during, after = run(loop_factory, main)
     assert (during, after) == (context.copying_task_factory, context.chainmap_task_factory)
     [warning] = caplog.records
-    assert "aioreqctx.factories.chainmap_task_factory" in warning.getMessage()
-    assert "setup(task_factory=aioreqctx.factories.copying_task_factory)" in warning.getMessage()
+    assert "aioreqctx._core.factories.chainmap_task_factory" in warning.getMessage()
+    assert (
+        "setup(task_factory=aioreqctx._core.factories.copying_task_factory)" in warning.getMessage()
+    )
 
 
 async def coroutine_of_request(

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from aioreqctx.snapshot import snapshot
+from aioreqctx._core.snapshot import snapshot
 
 
 class Database:

@@ -23,7 +23,7 @@ from taskiq import InMemoryBroker
 import aioreqctx as context
 from aioreqctx import keys
 from aioreqctx.integrations.taskiq import JobContextMiddleware, attempt_of
-from aioreqctx.job_context import CARRIED_PARENT_JOB_ID, CARRIED_REQUEST_ID
+from aioreqctx.propagation.jobs import CARRIED_PARENT_JOB_ID, CARRIED_REQUEST_ID
 
 from .conftest import LoopFactory, run
 from .http_helpers import serving

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 import aioreqctx as context
-from aioreqctx.timing import ENTRY_LIMIT, SERVER_TIMING_ENTRIES, server_timing_header
+from aioreqctx._core.timing import ENTRY_LIMIT, SERVER_TIMING_ENTRIES, server_timing_header
 
 from .conftest import LoopFactory, run
 from .http_helpers import serving

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 import aioreqctx as context
-from aioreqctx.tracebacks import format_exception
+from aioreqctx.log.tracebacks import format_exception
 
 from .conftest import LoopFactory, run
 from .http_helpers import serving

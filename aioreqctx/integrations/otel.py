@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from .. import keys
-from ..store import Context
+from .._core.store import Context
 from . import missing_extra
 
 try:

@@ -21,8 +21,8 @@ from contextvars import ContextVar
 from typing import Any
 
 from .. import keys
-from ..job_context import CARRIED_PARENT_JOB_ID, CARRIER_PREFIX, JobPropagation, JobScope
-from ..store import current_mapping
+from .._core.store import current_mapping
+from ..propagation.jobs import CARRIED_PARENT_JOB_ID, CARRIER_PREFIX, JobPropagation, JobScope
 from . import missing_extra
 
 try:

@@ -15,14 +15,14 @@ from typing import Any
 
 from aiohttp import web
 
-from .factories import TaskFactory
+from .._core.factories import TaskFactory
+from .._core.serving_loop import factory_while_serving
+from ..events import LifecycleCollector, LifecycleEvent, NoopCollector, as_collector
 from .inflight import InFlightRegistry
-from .lifecycle import LifecycleCollector, LifecycleEvent, NoopCollector, as_collector
 from .middleware import RequestIdMiddleware
 from .observers import RequestObserver
 from .request_events import RequestEvents
 from .server_events import ServerEvents
-from .serving_loop import factory_while_serving
 
 MIDDLEWARE: web.AppKey[RequestIdMiddleware] = web.AppKey("aioreqctx.middleware")
 

@@ -15,8 +15,8 @@ from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from .emit import event_sink
-from .lifecycle import (
+from ._core.emit import event_sink
+from .events import (
     ClientDisconnected,
     ConnectionCompleted,
     ConnectionOpened,

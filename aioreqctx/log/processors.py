@@ -13,7 +13,7 @@ from typing import Any
 
 from structlog.typing import EventDict, Processor
 
-from .log_fields import DEFAULT_REQUEST_ID, field_adder
+from .fields import DEFAULT_REQUEST_ID, field_adder
 
 
 def request_context_processor(

@@ -26,11 +26,11 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 
-from .emit import event_sink
-from .jsonsafe import JsonValue, json_safe
-from .keys import OPERATIONS, REQUEST_ID, START_MONOTONIC, START_TIME
-from .store import Context
-from .timing import OperationTimings
+from .._core.emit import event_sink
+from .._core.jsonsafe import JsonValue, json_safe
+from .._core.store import Context
+from .._core.timing import OperationTimings
+from ..keys import OPERATIONS, REQUEST_ID, START_MONOTONIC, START_TIME
 
 REGISTRY_LOGGER = "aioreqctx.inflight"
 

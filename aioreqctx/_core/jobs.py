@@ -14,13 +14,13 @@ from time import perf_counter, time
 from types import TracebackType
 from typing import Any
 
-from . import keys
-from .dual import SyncOrAsync
+from .. import keys
+from ..web.inflight import InFlightRegistry
 from .ids import escaped, is_valid_request_id, new_request_id
-from .inflight import InFlightRegistry
 from .jsonsafe import safe_text
 from .request_view import RequestContext, error_fields
 from .store import scope
+from .sync_or_async import SyncOrAsync
 from .timing import OperationTimings
 
 logger = logging.getLogger("aioreqctx")

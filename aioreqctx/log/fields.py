@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
-from . import keys
-from .ids import NO_REQUEST_ID
+from .. import keys
+from .._core.ids import NO_REQUEST_ID
+from .._core.store import current_mapping
 from .logging_context import pushed_layer
-from .store import current_mapping
 
 DEFAULT_REQUEST_ID = NO_REQUEST_ID
 

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .log_fields import DEFAULT_REQUEST_ID, field_adder
+from .fields import DEFAULT_REQUEST_ID, field_adder
 from .tracebacks import format_exception
 
 

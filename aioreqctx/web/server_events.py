@@ -24,8 +24,9 @@ from typing import Any
 
 from aiohttp import web
 
-from . import keys
-from .lifecycle import (
+from .. import keys
+from .._core.store import Context
+from ..events import (
     ClientDisconnected,
     ConnectionCompleted,
     ConnectionOpened,
@@ -36,7 +37,6 @@ from .lifecycle import (
     default_worker_id,
     next_connection_id,
 )
-from .store import Context
 
 logger = logging.getLogger("aioreqctx")
 

@@ -14,7 +14,7 @@ from contextvars import ContextVar, Token
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from .dual import SyncOrAsync
+from .._core.sync_or_async import SyncOrAsync
 
 NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
 

@@ -21,10 +21,10 @@ from typing import ClassVar, Literal
 from aiohttp import web
 from multidict import istr
 
-from . import keys
-from .factories import register_dispatcher
-from .id_callbacks import checked_generator, checked_validator
-from .ids import (
+from .. import keys
+from .._core.factories import register_dispatcher
+from .._core.id_callbacks import checked_generator, checked_validator
+from .._core.ids import (
     Network,
     escaped,
     is_trusted,
@@ -34,10 +34,10 @@ from .ids import (
     parse_networks,
     trace_id_of,
 )
+from .._core.snapshot import snapshot
+from .._core.store import Context, current_mapping, enter
+from .._core.timing import OperationTimings, server_timing_header
 from .observers import RequestObserver
-from .snapshot import snapshot
-from .store import Context, current_mapping, enter
-from .timing import OperationTimings, server_timing_header
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Rejected = tuple[str, str]

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from .store import Context
+from .._core.store import Context
 
 
 class RequestObserver(Protocol):

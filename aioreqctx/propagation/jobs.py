@@ -20,17 +20,17 @@ from time import perf_counter
 from types import TracebackType
 from typing import Any, Literal
 
-from . import keys
-from .deadline import format_deadline, parse_deadline
-from .dual import SyncOrAsync
-from .emit import enabled_check, event_sink
-from .id_callbacks import checked_generator, checked_validator
-from .ids import escaped, is_valid_request_id, new_request_id
-from .inflight import InFlightRegistry
-from .jsonsafe import safe_text
-from .request_view import error_fields
-from .store import Context, current_mapping, scope
-from .timing import OperationTimings
+from .. import keys
+from .._core.deadline import format_deadline, parse_deadline
+from .._core.emit import enabled_check, event_sink
+from .._core.id_callbacks import checked_generator, checked_validator
+from .._core.ids import escaped, is_valid_request_id, new_request_id
+from .._core.jsonsafe import safe_text
+from .._core.request_view import error_fields
+from .._core.store import Context, current_mapping, scope
+from .._core.sync_or_async import SyncOrAsync
+from .._core.timing import OperationTimings
+from ..web.inflight import InFlightRegistry
 
 CARRIED_REQUEST_ID = "aioreqctx.request_id"
 """Carrier key: the enqueuer's request ID (the job's ``X-Request-ID``)."""

@@ -31,11 +31,11 @@ from typing import Any
 
 from aiohttp import web
 
-from . import keys
-from .deadline import deadline_expired
-from .emit import enabled_check, event_sink
-from .request_view import REQUESTS_LOGGER, error_fields
-from .store import Context
+from .. import keys
+from .._core.deadline import deadline_expired
+from .._core.emit import enabled_check, event_sink
+from .._core.request_view import REQUESTS_LOGGER, error_fields
+from .._core.store import Context
 
 
 def level_for_status(status: int) -> int:

@@ -18,9 +18,9 @@ from contextvars import ContextVar, Token
 from types import MappingProxyType
 from typing import Any
 
-from .dual import SyncOrAsync
 from .layered import note_write
 from .snapshot import snapshot
+from .sync_or_async import SyncOrAsync
 
 Context = MutableMapping[str, Any]
 

@@ -14,7 +14,7 @@ from time import perf_counter
 from types import MappingProxyType
 from typing import Any
 
-from . import keys
+from .. import keys
 from .emit import EventSink, event_sink
 from .jsonsafe import JsonValue, json_safe, safe_text
 from .layered import note_write

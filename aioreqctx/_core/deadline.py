@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 
 from aiohttp import ClientTimeout, web
 
-from . import keys
+from .. import keys
+from ..web.middleware import UNTRUSTED_PEER
 from .ids import escaped, is_valid_request_id
-from .middleware import UNTRUSTED_PEER
 from .store import Context, current_mapping
 
 DEADLINE_HEADER = "X-Request-Deadline"

@@ -16,9 +16,9 @@ from typing import Any, ClassVar
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from . import keys
-from .emit import event_sink
-from .log_fields import DEFAULT_REQUEST_ID
+from .. import keys
+from .._core.emit import event_sink
+from ..log.fields import DEFAULT_REQUEST_ID
 from .middleware import REQUEST_CONTEXT
 
 

@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any, ParamSpec, TypeVar
 
-from . import keys
-from .dual import SyncOrAsync
+from .. import keys
 from .emit import event_sink
 from .store import current_mapping, get, running_task
+from .sync_or_async import SyncOrAsync
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -23,11 +23,11 @@ from aiohttp.client_middlewares import ClientHandlerType
 from aiohttp.tracing import TraceRequestStartParams
 from multidict import CIMultiDict, istr
 
-from . import keys
-from .deadline import DEADLINE_HEADER, format_deadline
-from .id_callbacks import checked_generator
-from .ids import is_valid_request_id, new_request_id
-from .store import current_mapping
+from .. import keys
+from .._core.deadline import DEADLINE_HEADER, format_deadline
+from .._core.id_callbacks import checked_generator
+from .._core.ids import is_valid_request_id, new_request_id
+from .._core.store import current_mapping
 
 
 class DeadlineExceeded(TimeoutError):  # noqa: N818 - it is a TimeoutError, named for what ran out
