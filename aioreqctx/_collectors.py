@@ -124,7 +124,7 @@ class LoggingCollector:
     Levels: DEBUG for connection and request events, INFO for a response slower than
     ``slow_request_threshold_ms``, WARNING for a client disconnect. ``log_format="json"``
     writes a JSON object per line, ``"text"`` an escaped ``event key=value`` line (with the
-    fields also on the record, see ``aioreqctx.emit``). Requests to ``health_check_path``
+    fields also on the record). Requests to ``health_check_path``
     are left out (start and completion). Nothing is built for a filtered-out level.
     """
 

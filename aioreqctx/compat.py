@@ -1,7 +1,7 @@
 """The aiotask-context 0.6.1 names that only exist so ``import aioreqctx as context`` works.
 
 Nothing else in aioreqctx builds on this module. New code should use ``aioreqctx.get``/``set``,
-the three task factories, ``task_factory_for`` and ``aioreqctx.inheritance``.
+the three task factories, ``task_factory_for`` and ``LayeredContext``.
 """
 
 from __future__ import annotations

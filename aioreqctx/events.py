@@ -16,7 +16,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import monotonic_ns, time_ns
-from typing import Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
+
+from ._core.lazy import lazy_names
+
+if TYPE_CHECKING:  # the collectors, which build on these records, are read on first use
+    from ._collectors import BufferedCollector, LoggingCollector
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,3 +162,21 @@ else:  # pragma: no cover - free-threaded builds only
 def default_worker_id() -> int:
     """This process's ID: tells gunicorn's workers (or any forked servers) apart."""
     return os.getpid()
+
+
+__all__ = (
+    "BufferedCollector",
+    "ClientDisconnected",
+    "ConnectionCompleted",
+    "ConnectionOpened",
+    "LifecycleCollector",
+    "LifecycleEvent",
+    "LoggingCollector",
+    "NoopCollector",
+    "RequestStarted",
+    "ResponseCompleted",
+)
+
+__getattr__, __dir__ = lazy_names(
+    __name__, {"._collectors": ("BufferedCollector", "LoggingCollector")}
+)

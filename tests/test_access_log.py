@@ -125,7 +125,7 @@ def test_a_client_gone_under_handler_cancellation_still_gets_its_line(
         "request_id": "cancelled-1",
         "method": "GET",
         "path": "/slow",
-        "status": context.CLIENT_CLOSED_REQUEST,  # cancelled: the handler produced nothing
+        "status": context.web.CLIENT_CLOSED_REQUEST,  # cancelled: the handler produced nothing
         "bytes": 0,
         "duration_ms": 0,
         "remote": "127.0.0.1",
@@ -149,10 +149,10 @@ def test_a_quiet_access_logger_is_switched_off() -> None:
     quiet = logging.getLogger("tests.access.quiet")
     quiet.setLevel(logging.WARNING)
     assert not context.AccessLogger(quiet, "").enabled
-    structlog_bound = context.access_logger_for(structlog.get_logger())
+    structlog_bound = context.web.access_logger_for(structlog.get_logger())
     assert structlog_bound(quiet, "").enabled  # structlog filters by itself
 
 
 def test_a_target_that_is_not_a_logger_is_refused_up_front() -> None:
     with pytest.raises(TypeError, match="structlog logger"):
-        context.access_logger_for(42)
+        context.web.access_logger_for(42)

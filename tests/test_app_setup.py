@@ -53,7 +53,7 @@ def test_the_option_table_covers_every_middleware_field() -> None:
 
 
 def test_the_middleware_in_middlewares_and_setup_is_refused() -> None:
-    app = web.Application(middlewares=[context.request_id_middleware])
+    app = web.Application(middlewares=[context.web.request_id_middleware])
     with pytest.raises(RuntimeError, match=r"two IDs: remove it from web\.Application"):
         context.setup(app, request_events=True)
 
@@ -78,7 +78,7 @@ def test_a_second_middleware_in_a_subapp_is_refused_at_startup(
     app = web.Application()
     context.setup(app)
     subapp = web.Application(
-        middlewares=[context.request_id_middleware] if in_subapp == "middlewares" else []
+        middlewares=[context.web.request_id_middleware] if in_subapp == "middlewares" else []
     )
     if in_subapp == "nested setup":
         inner = web.Application()

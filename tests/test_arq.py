@@ -221,7 +221,7 @@ def test_a_retried_job_keeps_its_id_and_counts_attempts(redis_server: RedisServe
 
     async def main() -> None:
         async with pool_for(redis_server, jobs) as pool:
-            async with context.request_context("req-retry"):
+            async with context.unit_of_work("req-retry"):
                 await pool.enqueue_job("flaky", "f")
                 await pool.enqueue_job("record", "deferred", _defer_by=0.2)
                 await pool.enqueue_job("record", "third try", _job_try=3)
@@ -255,7 +255,7 @@ def test_results_and_job_info_are_arqs_own(redis_server: RedisServer) -> None:
 
     async def main() -> tuple[Any, Any, Any]:
         async with pool_for(redis_server, jobs) as pool:
-            async with context.request_context("req-result"):
+            async with context.unit_of_work("req-result"):
                 job = await pool.enqueue_job("record", "r", _job_id="fixed-id")
             assert isinstance(job, Job)
             info = await job.info()
@@ -297,7 +297,7 @@ def test_invalid_carried_values_give_a_new_id_one_warning_and_the_worker_goes_on
             forger = await create_pool(settings(redis_server), job_serializer=forged)
             await forger.enqueue_job("record", "forged")
             await forger.aclose()
-            async with context.request_context("req-after"):
+            async with context.unit_of_work("req-after"):
                 await pool.enqueue_job("record", "after")
             await drain(redis_server, jobs)
 
@@ -377,7 +377,7 @@ def test_cron_jobs_and_arq_functions_keep_their_names_and_start_with_new_ids(
 
     async def main() -> None:
         async with pool_for(redis_server, jobs) as pool:
-            async with context.request_context("req-named"):
+            async with context.unit_of_work("req-named"):
                 await pool.enqueue_job("named", "named")
             await drain(
                 redis_server,

@@ -26,7 +26,7 @@ async def echo(request: web.Request) -> web.Response:
         {
             "header": request.headers.get("X-Request-ID"),
             "context_id": context.get(context.REQUEST_ID),
-            "deadline": request.headers.get(context.DEADLINE_HEADER),
+            "deadline": request.headers.get(context.propagation.DEADLINE_HEADER),
         }
     )
 

@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 
 import aioreqctx as context
+from aioreqctx._core.factories import EAGER_TASKS_SUPPORTED
 from aioreqctx._core.store import current_mapping
 
 from .conftest import FACTORIES, LoopFactory, run
 
 needs_eager = pytest.mark.skipif(
-    not context.EAGER_TASKS_SUPPORTED, reason="eager tasks exist from Python 3.12"
+    not EAGER_TASKS_SUPPORTED, reason="eager tasks exist from Python 3.12"
 )
 MARK: contextvars.ContextVar[str] = contextvars.ContextVar("MARK", default="unset")
 
@@ -263,7 +264,7 @@ KWARG_SHAPES: list[dict[str, Any]] = [
     {"context": "CALLER"},
     {"name": "named", "context": "CALLER", "eager_start": None},
 ]
-if context.EAGER_TASKS_SUPPORTED:
+if EAGER_TASKS_SUPPORTED:
     KWARG_SHAPES += [
         {"eager_start": True},
         {"eager_start": False},
@@ -387,7 +388,7 @@ def test_task_factory_for_rejects_bad_options() -> None:
         context.task_factory_for("deep")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="inner must be a task factory"):
         context.task_factory_for(inner=42)  # type: ignore[arg-type]
-    if not context.EAGER_TASKS_SUPPORTED:
+    if not EAGER_TASKS_SUPPORTED:
         with pytest.raises(ValueError, match=r"Python 3\.12"):
             context.task_factory_for(eager=True)
 

@@ -24,7 +24,7 @@ async def report(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "rid": context.get(context.REQUEST_ID),
-            "rejected": context.get(context.REJECTED_REQUEST_ID),
+            "rejected": context.get(context.keys.REJECTED_REQUEST_ID),
         }
     )
 

@@ -18,12 +18,13 @@ from aiohttp import web, web_protocol
 from aiohttp.typedefs import Handler
 
 import aioreqctx as context
+from aioreqctx._core.factories import EAGER_TASKS_SUPPORTED
 
 from .conftest import FACTORIES, LoopFactory, run
 from .http_helpers import get_request, raw_exchange, serving
 
 needs_eager = pytest.mark.skipif(
-    not context.EAGER_TASKS_SUPPORTED, reason="eager tasks exist from Python 3.12"
+    not EAGER_TASKS_SUPPORTED, reason="eager tasks exist from Python 3.12"
 )
 FACTORY_OR_NONE = [None, *sorted(FACTORIES)]
 MODES = ["share", "copy", "chain"]
@@ -49,7 +50,7 @@ async def whoami(request: web.Request) -> web.Response:
 
 
 def _outer_middleware_app() -> web.Application:
-    app = web.Application(middlewares=[auth, context.request_id_middleware])
+    app = web.Application(middlewares=[auth, context.web.request_id_middleware])
     app.router.add_get("/", whoami)
     return app
 
@@ -96,7 +97,7 @@ def test_start_up_values_reach_every_request_on_every_loop_and_factory(
             app = web.Application()
             context.setup(app)
         else:
-            app = web.Application(middlewares=[context.request_id_middleware])
+            app = web.Application(middlewares=[context.web.request_id_middleware])
         app.router.add_get("/", handler)
         async with serving(app) as port:
             replies = await raw_exchange(port, get_request("/"), get_request("/"))
@@ -138,7 +139,7 @@ def test_requests_on_the_3_14_path_keep_their_context_and_stay_isolated(
     @web.middleware
     async def inner(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
-        late_writes.append(request[context.REQUEST_CONTEXT].get("late"))
+        late_writes.append(request[context.web.CONTEXT_MAPPING].get("late"))
         return response
 
     async def handler(request: web.Request) -> web.Response:

@@ -345,6 +345,6 @@ def test_a_client_hanging_up_mid_stream_is_not_a_server_error(
 
     with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
         run(loop_factory, main)
-    assert statuses == [context.CLIENT_CLOSED_REQUEST]
+    assert statuses == [context.web.CLIENT_CLOSED_REQUEST]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert any("disconnected" in r.getMessage() for r in caplog.records)

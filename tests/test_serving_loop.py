@@ -14,7 +14,7 @@ import pytest
 from aiohttp import ClientSession, web
 
 import aioreqctx as context
-from aioreqctx._core.factories import register_dispatcher
+from aioreqctx._core.factories import EAGER_TASKS_SUPPORTED, register_dispatcher
 
 from .conftest import LoopFactory, run
 from .http_helpers import serving
@@ -232,7 +232,7 @@ def test_the_installed_factory_takes_aiohttps_connection_and_request_tasks(
     results = run(loop_factory, main)
     if kwargs.get("name"):
         assert {name for name, _, _ in results} == {kwargs["name"]}
-    eager = bool(kwargs.get("eager_start")) and context.EAGER_TASKS_SUPPORTED
+    eager = bool(kwargs.get("eager_start")) and EAGER_TASKS_SUPPORTED
     assert [ran_eagerly for _, ran_eagerly, _ in results] == [eager] * 3
     # Each request task starts from nothing of the previous request's, whatever the factory,
     # sets its own ID (as the middleware does) and its child task sees it.

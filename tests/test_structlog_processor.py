@@ -54,7 +54,7 @@ def stdlib_integrated_json(handler: logging.Handler) -> None:
     )
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[context.add_event_fields, *shared],
+            foreign_pre_chain=[context.log.add_event_fields, *shared],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.JSONRenderer(),
@@ -118,7 +118,7 @@ def check_events(events: list[dict[str, Any]], stdlib_integrated: bool) -> None:
 def test_pure_structlog_json(loop_factory: LoopFactory, reset_structlog: None) -> None:
     stream = io.StringIO()
     pure_structlog_json(stream)
-    access_log_class = context.access_logger_for(structlog.get_logger("access"))
+    access_log_class = context.web.access_logger_for(structlog.get_logger("access"))
 
     async def main() -> None:
         structlog.get_logger().info("startup")
@@ -135,7 +135,7 @@ def test_stdlib_integrated_json(loop_factory: LoopFactory, reset_structlog: None
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     stdlib_integrated_json(handler)
-    access_log_class = context.access_logger_for(structlog.get_logger("tests.sl.access"))
+    access_log_class = context.web.access_logger_for(structlog.get_logger("tests.sl.access"))
 
     async def main() -> None:
         structlog.get_logger("tests.sl.app").info("startup")

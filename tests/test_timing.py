@@ -36,7 +36,9 @@ def test_timed_operation_records_into_the_current_context_in_every_form() -> Non
         assert block.last_ms is not None
         return [work(), await async_work()]
 
-    with context.scope({context.START_MONOTONIC: perf_counter(), context.OPERATIONS: timings}):
+    with context.scope(
+        {context.keys.START_MONOTONIC: perf_counter(), context.keys.OPERATIONS: timings}
+    ):
         assert asyncio.run(main()) == [1, 2]
         elapsed = context.elapsed_ms()
     assert [name for name, _ in timings.entries()] == ["block", "sync call", "async call"]
@@ -59,7 +61,7 @@ def test_server_timing_names_become_tokens() -> None:
 
 def test_the_current_operation_is_the_latest_still_running() -> None:
     timings = context.OperationTimings()
-    with context.scope({context.OPERATIONS: timings}):
+    with context.scope({context.keys.OPERATIONS: timings}):
         assert timings.current_operation() is None
         with context.timed_operation("request"):
             with context.timed_operation("db"):
@@ -141,7 +143,7 @@ def test_repeats_are_summed_under_one_name() -> None:
 
 def test_a_long_running_job_keeps_a_bounded_list_of_operations() -> None:
     async def main() -> tuple[int, int]:
-        async with context.request_context(name="forever") as job:
+        async with context.unit_of_work(name="forever") as job:
             for _ in range(ENTRY_LIMIT + 500):
                 with context.timed_operation("tick"):
                     pass

@@ -12,18 +12,11 @@ away than ``max_budget`` is cut down to it. In the context the deadline is a
 
 from __future__ import annotations
 
-import logging
-import math
 import re
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from aiohttp import ClientTimeout, web
-
 from .. import keys
-from ..web.middleware import UNTRUSTED_PEER
-from .ids import escaped, is_valid_request_id
 from .store import Context, current_mapping
 
 DEADLINE_HEADER = "X-Request-Deadline"
@@ -32,11 +25,8 @@ DEADLINE_HEADER = "X-Request-Deadline"
 _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:[Zz]|[+-]\d{2}:\d{2})"
 )
-_DEFAULT_CLIENT_TIMEOUT = ClientTimeout(total=5 * 60, sock_connect=30)  # aiohttp's own default
 
 _TIMER_SLACK = 0.001
-
-logger = logging.getLogger("aioreqctx")
 
 
 def parse_deadline(raw: str) -> float | None:
@@ -74,82 +64,3 @@ def deadline_expired(mapping: Context) -> bool:
     """
     deadline = mapping.get(keys.DEADLINE)
     return deadline is not None and deadline - time.monotonic() < _TIMER_SLACK
-
-
-def deadline_timeout(base: ClientTimeout = _DEFAULT_CLIENT_TIMEOUT) -> ClientTimeout:
-    """``base`` with its ``total`` cut to the time left, for a whole call including its body.
-
-    Pass it as ``session.get(url, timeout=deadline_timeout())``. Without a deadline it is
-    ``base`` unchanged. Once the deadline has passed, ``total`` is one millisecond: aiohttp
-    reads 0 as "no limit".
-    """
-    left = remaining_time()
-    if left is None:
-        return base
-    total = max(left, 0.001) if base.total is None else max(min(left, base.total), 0.001)
-    return ClientTimeout(
-        total=total,
-        connect=base.connect,
-        sock_read=base.sock_read,
-        sock_connect=base.sock_connect,
-        ceil_threshold=base.ceil_threshold,
-    )
-
-
-@dataclass(frozen=True, kw_only=True, eq=False)
-class DeadlineObserver:
-    """A request observer that gives each request its deadline: ``setup(app, observers=(...,))``.
-
-    ``header``: the incoming header to read (None: ignore incoming deadlines). Like the ID,
-    it is ignored from peers outside the middleware's ``trusted_networks``.
-    ``budget``: seconds each request may take from its start (None: no per-app budget).
-    ``max_budget``: the furthest an incoming deadline may lie (seconds from now).
-    """
-
-    header: str | None = DEADLINE_HEADER
-    budget: float | None = None
-    max_budget: float = 300.0
-
-    def __post_init__(self) -> None:
-        if self.header is not None and (
-            not isinstance(self.header, str)
-            or not is_valid_request_id(self.header)
-            or ":" in self.header
-        ):
-            raise ValueError(f"header: {self.header!r} is not a valid HTTP header name")
-        for option in ("budget", "max_budget"):
-            value = getattr(self, option)
-            if option == "budget" and value is None:
-                continue
-            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{option} must be a positive number of seconds, not {value!r}")
-
-    def request_started(self, request: web.Request, mapping: Context) -> None:
-        now = time.monotonic()
-        deadline = None if self.budget is None else now + self.budget
-        trusted = UNTRUSTED_PEER not in request
-        raw = request.headers.get(self.header) if self.header is not None and trusted else None
-        if raw is not None:
-            left = parse_deadline(raw)
-            if left is None:
-                logger.warning(
-                    "invalid %s header from %s ignored (expected an RFC 3339 UTC time "
-                    'such as 2026-05-01T12:00:03.250Z): "%s"',
-                    self.header,
-                    request.remote,
-                    escaped(raw),
-                )
-            else:
-                incoming = now + min(left, self.max_budget)
-                deadline = incoming if deadline is None else min(deadline, incoming)
-        if deadline is not None:
-            mapping[keys.DEADLINE] = deadline
-
-    def request_finished(
-        self,
-        request: web.Request,
-        mapping: Context,
-        response: web.StreamResponse | None,
-        error: BaseException | None,
-    ) -> None:
-        """Nothing to do: the deadline ends with the request's mapping."""

@@ -1,8 +1,8 @@
-"""``request_context()``: a request's context, ID, timing and events for work that is no request.
+"""``unit_of_work()``: a request's context, ID, timing and events for work that is no request.
 
 Background jobs, CLI commands and queue consumers deserve the same correlation as HTTP
 requests: an ID on every log line, a duration, a start and an end event, a place in the
-in-flight registry. ``request_context()`` opens a fresh context (``aioreqctx.scope``) holding
+in-flight registry. ``unit_of_work()`` opens a fresh context (``aioreqctx.scope``) holding
 the keys the middleware sets, and restores the previous context on exit, so jobs nest.
 """
 
@@ -15,10 +15,9 @@ from types import TracebackType
 from typing import Any
 
 from .. import keys
-from ..web.inflight import InFlightRegistry
 from .ids import escaped, is_valid_request_id, new_request_id
 from .jsonsafe import safe_text
-from .request_view import RequestContext, error_fields
+from .request_view import Registry, RequestContext, error_fields
 from .store import scope
 from .sync_or_async import SyncOrAsync
 from .timing import OperationTimings
@@ -26,7 +25,7 @@ from .timing import OperationTimings
 logger = logging.getLogger("aioreqctx")
 
 
-class request_context(SyncOrAsync[RequestContext]):  # noqa: N801 - used like contextlib's lower-case context managers
+class unit_of_work(SyncOrAsync[RequestContext]):  # noqa: N801 - used like contextlib's lower-case context managers
     """Run a block as one unit of work with its own context; ``with`` or ``async with``.
 
     ``request_id``: the ID to use (from a queue message, say); checked like an incoming header
@@ -50,7 +49,7 @@ class request_context(SyncOrAsync[RequestContext]):  # noqa: N801 - used like co
         *,
         name: str = "job",
         logger: logging.Logger | str | Any = None,
-        registry: InFlightRegistry | None = None,
+        registry: Registry | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         self._request_id = request_id
@@ -63,7 +62,7 @@ class request_context(SyncOrAsync[RequestContext]):  # noqa: N801 - used like co
 
     def __enter__(self) -> RequestContext:
         if self._scope is not None:
-            raise RuntimeError("this request_context is already open; create a new one per use")
+            raise RuntimeError("this unit_of_work is already open; create a new one per use")
         values: dict[str, Any] = {
             keys.REQUEST_ID: self._request_id,
             keys.START_MONOTONIC: perf_counter(),
@@ -75,7 +74,7 @@ class request_context(SyncOrAsync[RequestContext]):  # noqa: N801 - used like co
             if self._request_id is not None:
                 values[keys.REJECTED_REQUEST_ID] = escaped(safe_text(self._request_id))
                 logger.warning(
-                    'request_context(%s): invalid request_id "%s" replaced',
+                    'unit_of_work(%s): invalid request_id "%s" replaced',
                     escaped(self._name),
                     values[keys.REJECTED_REQUEST_ID],
                 )

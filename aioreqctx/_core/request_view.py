@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping
 from time import perf_counter
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from .. import keys
 from .emit import EventSink, event_sink
@@ -28,7 +28,7 @@ _default_sink = event_sink(REQUESTS_LOGGER)
 
 
 class RequestContext:
-    """A typed view of one request's (or ``request_context()`` job's) context mapping.
+    """A typed view of one request's (or ``unit_of_work()`` job's) context mapping.
 
     Get the current one with ``RequestContext.current()``. Reading never raises: a value that
     is missing from the mapping reads as None (or 0.0 for durations).
@@ -146,3 +146,16 @@ def error_fields(error: BaseException, *, traceback: bool = True) -> dict[str, A
     if traceback:
         fields["exc_info"] = error
     return fields
+
+
+@runtime_checkable
+class Registry(Protocol):
+    """Where units of work are listed while they run: ``aioreqctx.InFlightRegistry`` is one.
+
+    The job side types its ``registry=`` arguments with it, so that a worker does not import
+    the aiohttp server to list its jobs.
+    """
+
+    def add(self, mapping: Context, *, method: str | None, path: str) -> None: ...
+
+    def remove(self, mapping: Context) -> None: ...

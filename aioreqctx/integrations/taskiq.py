@@ -1,7 +1,7 @@
 """taskiq (``pip install 'aioreqctx[taskiq]'``): a task runs under the ID of the request that
 kicked it.
 
-``JobContextMiddleware`` moves the carrier (``aioreqctx.job_context``) in the message's labels.
+``JobContextMiddleware`` moves the carrier (``aioreqctx.JobPropagation``) in the message's labels.
 Its ``pre_send`` runs where ``kiq()`` is awaited, so it reads the kicker's context. On the
 worker, taskiq's receiver handles each message in a task of its own, in which ``pre_execute``,
 the task function, ``on_error`` and ``post_execute`` follow one another: an async function is

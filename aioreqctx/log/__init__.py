@@ -1,0 +1,36 @@
+"""The logging integration: the request's fields on every stdlib or structlog line.
+
+Nothing here imports the aiohttp server; structlog is loaded only by its processors.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._core.lazy import lazy_names
+
+if TYPE_CHECKING:
+    from .logging_context import log_context
+    from .processors import add_event_fields, add_request_context, request_context_processor
+    from .stdlib import RequestContextFilter, install_log_record_factory
+    from .tracebacks import format_exception
+
+__all__ = (
+    "RequestContextFilter",
+    "add_event_fields",
+    "add_request_context",
+    "format_exception",
+    "install_log_record_factory",
+    "log_context",
+    "request_context_processor",
+)
+
+__getattr__, __dir__ = lazy_names(
+    __name__,
+    {
+        ".logging_context": ("log_context",),
+        ".processors": ("add_event_fields", "add_request_context", "request_context_processor"),
+        ".stdlib": ("RequestContextFilter", "install_log_record_factory"),
+        ".tracebacks": ("format_exception",),
+    },
+)

@@ -5,8 +5,8 @@ records that propagate up from its child loggers, and a format string naming a m
 loses the record: platform notes, pitfall 18). ``install_log_record_factory()`` instead stamps
 every record of every library when it is created, which also suits handlers that format
 records later in another thread (``QueueListener``). Both also render a record's traceback
-with its exception messages escaped (``aioreqctx.tracebacks``), so request input in a message
-cannot forge a line in a text log.
+with its exception messages escaped (``aioreqctx.log.format_exception``), so request input
+in a message cannot forge a line in a text log.
 """
 
 from __future__ import annotations

@@ -18,16 +18,18 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Literal
 
-from aiohttp import ClientRequest, ClientResponse, ClientSession, TraceConfig
+from aiohttp import ClientRequest, ClientResponse, ClientSession, ClientTimeout, TraceConfig
 from aiohttp.client_middlewares import ClientHandlerType
 from aiohttp.tracing import TraceRequestStartParams
 from multidict import CIMultiDict, istr
 
 from .. import keys
-from .._core.deadline import DEADLINE_HEADER, format_deadline
+from .._core.deadline import DEADLINE_HEADER, format_deadline, remaining_time
 from .._core.id_callbacks import checked_generator
 from .._core.ids import is_valid_request_id, new_request_id
 from .._core.store import current_mapping
+
+_DEFAULT_CLIENT_TIMEOUT = ClientTimeout(total=5 * 60, sock_connect=30)  # aiohttp's own default
 
 
 class DeadlineExceeded(TimeoutError):  # noqa: N818 - it is a TimeoutError, named for what ran out
@@ -116,3 +118,23 @@ class ClientPropagation:
         trace_config = TraceConfig()
         trace_config.on_request_start.append(on_request_start)
         return trace_config
+
+
+def deadline_timeout(base: ClientTimeout = _DEFAULT_CLIENT_TIMEOUT) -> ClientTimeout:
+    """``base`` with its ``total`` cut to the time left, for a whole call including its body.
+
+    Pass it as ``session.get(url, timeout=deadline_timeout())``. Without a deadline it is
+    ``base`` unchanged. Once the deadline has passed, ``total`` is one millisecond: aiohttp
+    reads 0 as "no limit".
+    """
+    left = remaining_time()
+    if left is None:
+        return base
+    total = max(left, 0.001) if base.total is None else max(min(left, base.total), 0.001)
+    return ClientTimeout(
+        total=total,
+        connect=base.connect,
+        sock_read=base.sock_read,
+        sock_connect=base.sock_connect,
+        ceil_threshold=base.ceil_threshold,
+    )

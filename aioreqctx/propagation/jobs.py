@@ -26,11 +26,10 @@ from .._core.emit import enabled_check, event_sink
 from .._core.id_callbacks import checked_generator, checked_validator
 from .._core.ids import escaped, is_valid_request_id, new_request_id
 from .._core.jsonsafe import safe_text
-from .._core.request_view import error_fields
+from .._core.request_view import Registry, error_fields
 from .._core.store import Context, current_mapping, scope
 from .._core.sync_or_async import SyncOrAsync
 from .._core.timing import OperationTimings
-from ..web.inflight import InFlightRegistry
 
 CARRIED_REQUEST_ID = "aioreqctx.request_id"
 """Carrier key: the enqueuer's request ID (the job's ``X-Request-ID``)."""
@@ -166,7 +165,7 @@ class JobPropagation:
     generator: Callable[[], str] = new_request_id
     validator: Callable[[str], bool] = is_valid_request_id
     events: JobEvents | None = None
-    registry: InFlightRegistry | None = None
+    registry: Registry | None = None
     _generate: Callable[[], str] = field(init=False, repr=False)
     _validate: Callable[[str], bool] = field(init=False, repr=False)
 
@@ -192,8 +191,11 @@ class JobPropagation:
         object.__setattr__(self, "_validate", checked_validator(self.validator))
         if self.events is not None and not isinstance(self.events, JobEvents):
             raise TypeError(f"events must be a JobEvents or None, not {self.events!r}")
-        if self.registry is not None and not isinstance(self.registry, InFlightRegistry):
-            raise TypeError(f"registry must be an InFlightRegistry or None, not {self.registry!r}")
+        if self.registry is not None and not isinstance(self.registry, Registry):
+            raise TypeError(
+                "registry must be an InFlightRegistry (or have its add() and remove()) or None, "
+                f"not {self.registry!r}"
+            )
 
     def carrier(self) -> dict[str, str]:
         """What a job enqueued here and now carries (``{}`` outside a request with ``"skip"``)."""

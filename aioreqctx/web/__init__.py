@@ -1,0 +1,67 @@
+"""The aiohttp server side, as ``aiohttp.web`` is aiohttp's: ``setup(app)``, the middleware,
+its observers, the access log and the in-flight registry.
+
+``CONTEXT_MAPPING`` is the request key holding a request's context mapping
+(``request[CONTEXT_MAPPING]``), for code that runs outside the request's task.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._core.lazy import lazy_names
+
+if TYPE_CHECKING:
+    from .access_log import AccessLogger, access_logger_for
+    from .app import setup
+    from .deadline import DeadlineObserver
+    from .inflight import InFlightEntry, InFlightRegistry, from_loopback
+    from .middleware import (
+        CLIENT_CLOSED_REQUEST,
+        CONTEXT_MAPPING,
+        UNHANDLED_ERROR,
+        UNTRUSTED_PEER,
+        RequestIdMiddleware,
+        request_id_middleware,
+    )
+    from .observers import RequestObserver
+    from .request_events import RequestEvents, level_for_status
+
+__all__ = (
+    "CLIENT_CLOSED_REQUEST",
+    "CONTEXT_MAPPING",
+    "UNHANDLED_ERROR",
+    "UNTRUSTED_PEER",
+    "AccessLogger",
+    "DeadlineObserver",
+    "InFlightEntry",
+    "InFlightRegistry",
+    "RequestEvents",
+    "RequestIdMiddleware",
+    "RequestObserver",
+    "access_logger_for",
+    "from_loopback",
+    "level_for_status",
+    "request_id_middleware",
+    "setup",
+)
+
+__getattr__, __dir__ = lazy_names(
+    __name__,
+    {
+        ".access_log": ("AccessLogger", "access_logger_for"),
+        ".app": ("setup",),
+        ".deadline": ("DeadlineObserver",),
+        ".inflight": ("InFlightEntry", "InFlightRegistry", "from_loopback"),
+        ".middleware": (
+            "CLIENT_CLOSED_REQUEST",
+            "CONTEXT_MAPPING",
+            "UNHANDLED_ERROR",
+            "UNTRUSTED_PEER",
+            "RequestIdMiddleware",
+            "request_id_middleware",
+        ),
+        ".observers": ("RequestObserver",),
+        ".request_events": ("RequestEvents", "level_for_status"),
+    },
+)

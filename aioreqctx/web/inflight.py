@@ -3,7 +3,7 @@
 When a service hangs or slows down, the first question is what it is busy with. The registry
 answers it: every running request's ID, method, path, age and current ``timed_operation``.
 It is a ``RequestObserver`` (``aioreqctx.setup(app, observers=(registry,))``) and
-``request_context(registry=...)`` jobs can join it. An entry whose end never comes (a bug, a
+``unit_of_work(registry=...)`` jobs can join it. An entry whose end never comes (a bug, a
 lost task) is dropped once it is older than ``max_age_seconds`` and logged once, so the registry
 cannot grow without bound.
 

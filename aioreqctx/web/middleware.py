@@ -43,7 +43,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Rejected = tuple[str, str]
 """An invalid incoming ID: the header it came in, and its value escaped and truncated."""
 
-REQUEST_CONTEXT: web.RequestKey[Context] = web.RequestKey("aioreqctx.context")
+CONTEXT_MAPPING: web.RequestKey[Context] = web.RequestKey("aioreqctx.context")
 """The request's context mapping on the request object, for code that runs outside its task."""
 
 CLIENT_CLOSED_REQUEST = 499
@@ -78,12 +78,12 @@ class RequestIdMiddleware:
     (case-insensitive; ``"traceparent"`` means the trace-id of a W3C traceparent).
     ``response_header``: the header that carries the final ID back.
     ``validator``: which incoming IDs to accept; ``generator``: makes new ones (both are
-    re-checked and fall back safely: ``aioreqctx.id_callbacks``).
+    re-checked and fall back safely).
     ``on_invalid``: ``"regenerate"`` (default) or ``"reject"`` (answer 400).
     ``trusted_networks``: if set, incoming IDs (and deadlines) are used only from peers in
     these CIDRs; requests from other peers carry ``UNTRUSTED_PEER``.
     ``server_timing``: add a W3C ``Server-Timing`` header (total plus timed operations).
-    ``observers``: told when each request starts and ends (``aioreqctx.observers``).
+    ``observers``: told when each request starts and ends (``aioreqctx.RequestObserver``).
     """
 
     header_names: tuple[str, ...] = (keys.REQUEST_ID,)
@@ -182,7 +182,7 @@ class RequestIdMiddleware:
         if inherited:  # start-up code put values in the context the server runs in
             mapping = {**snapshot(inherited), **mapping}
         enter(mapping)
-        request[REQUEST_CONTEXT] = mapping
+        request[CONTEXT_MAPPING] = mapping
         if rejected is not None:
             self._note_rejected(request, mapping, rejected)
         for started in self._started:  # inline: no call when there are no observers
@@ -268,7 +268,7 @@ class RequestIdMiddleware:
     async def on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         """Label every response just before its headers go out (streaming, WebSocket, 500s)."""
         try:
-            mapping = request[REQUEST_CONTEXT]
+            mapping = request[CONTEXT_MAPPING]
         except KeyError:  # a request the middleware never saw (aiohttp's own error pages)
             return
         response.headers[self._header] = mapping[keys.REQUEST_ID]
