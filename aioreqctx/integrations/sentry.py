@@ -11,6 +11,11 @@ With ``AioHttpIntegration``, Sentry stops listening to the ``aiohttp.server`` lo
 reports exceptions that reach its own wrapper; aioreqctx's middleware answers an unhandled
 exception with a 500 before that, so ``UnhandledErrorReporter`` reports it instead.
 
+Log lines (a job's ``job_failed``, the queue's own) reach Sentry through its logging
+integration, which sentry-sdk 3 only makes events of when given
+``LoggingIntegration(event_level=logging.ERROR)`` (sentry-sdk 2's default): docs/jobs.md's
+set-up passes it, for both majors.
+
 Only sentry-sdk's public API is used (2.x and 3.x): ``add_global_event_processor`` (Sentry's
 "Event Processors" guide), ``capture_exception``, ``new_scope`` and a scope's event processor.
 """
