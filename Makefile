@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
-SOURCES := aioreqctx tests examples bench
+SOURCES := aioreqctx tests examples bench conftest.py
 
 .PHONY: lock demo serve test lint typecheck pytest test-all docs docs-serve bench bench-http bench-floors redis-server clean
 
