@@ -26,7 +26,7 @@ from multidict import CIMultiDict, istr
 from . import keys
 from .deadline import DEADLINE_HEADER, format_deadline
 from .id_callbacks import checked_generator
-from .ids import is_valid_request_id, new_request_id
+from .ids import is_valid_request_id, new_request_id, sendable_id
 from .store import current_mapping
 
 
@@ -93,7 +93,7 @@ class ClientPropagation:
             request_id: str | None = None
             deadline: float | None = None
         else:
-            request_id = mapping.get(keys.REQUEST_ID)
+            request_id = sendable_id(mapping.get(keys.REQUEST_ID))
             deadline = mapping.get(keys.DEADLINE)
         if request_id is None and self.outside_request == "generate":
             request_id = self._generate()

@@ -25,7 +25,7 @@ from .deadline import format_deadline, parse_deadline
 from .dual import SyncOrAsync
 from .emit import enabled_check, event_sink
 from .id_callbacks import checked_generator, checked_validator
-from .ids import escaped, is_valid_request_id, new_request_id
+from .ids import escaped, is_valid_request_id, new_request_id, sendable_id
 from .inflight import InFlightRegistry
 from .jsonsafe import safe_text
 from .request_view import error_fields
@@ -198,13 +198,13 @@ class JobPropagation:
     def carrier(self) -> dict[str, str]:
         """What a job enqueued here and now carries (``{}`` outside a request with ``"skip"``)."""
         mapping = current_mapping.get(None)
-        request_id = None if mapping is None else mapping.get(keys.REQUEST_ID)
+        request_id = None if mapping is None else sendable_id(mapping.get(keys.REQUEST_ID))
         if request_id is None:
             if self.outside_request == "skip":
                 return {}
             return {CARRIED_REQUEST_ID: self._generate()}
         assert mapping is not None
-        carried = {CARRIED_REQUEST_ID: str(request_id)}
+        carried = {CARRIED_REQUEST_ID: request_id}
         job_id = mapping.get(keys.JOB_ID)
         if job_id is not None:
             carried[CARRIED_PARENT_JOB_ID] = str(job_id)

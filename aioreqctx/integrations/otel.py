@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .. import keys
+from ..middleware import OWN_RECORD
 from ..store import Context
 from . import missing_extra
 
@@ -58,7 +58,7 @@ class SpanRequestIdObserver:
     def request_started(self, request: web.Request, mapping: Context) -> None:
         span = trace.get_current_span()
         if span.is_recording():
-            span.set_attribute(self.attribute, mapping[keys.REQUEST_ID])
+            span.set_attribute(self.attribute, request[OWN_RECORD][0])
 
     def request_finished(
         self,
