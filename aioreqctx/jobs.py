@@ -16,6 +16,7 @@ from typing import Any
 
 from . import keys
 from .dual import SyncOrAsync
+from .emit import reported_if_failing
 from .ids import escaped, is_valid_request_id, new_request_id
 from .inflight import InFlightRegistry
 from .jsonsafe import safe_text
@@ -84,9 +85,14 @@ class request_context(SyncOrAsync[RequestContext]):  # noqa: N801 - used like co
         self._scope = scope(values)
         mapping = self._scope.__enter__()
         self._context = context = RequestContext(mapping, logger=self._logger)
-        if self._registry is not None:
-            self._registry.add(mapping, method=None, path=self._name)
-        context.log(logging.INFO, "request_start", {"name": self._name, **self._metadata})
+        try:
+            if self._registry is not None:
+                self._registry.add(mapping, method=None, path=self._name)
+            with reported_if_failing("the start of %s", self._name):
+                context.log(logging.INFO, "request_start", {"name": self._name, **self._metadata})
+        except BaseException:  # nothing stays open: not the context, not the registry entry
+            self._close(context)
+            raise
         return context
 
     def __exit__(
@@ -100,14 +106,21 @@ class request_context(SyncOrAsync[RequestContext]):  # noqa: N801 - used like co
         context, self._context = self._context, None
         fields: dict[str, Any] = {"name": self._name}
         try:
-            if exc is None:
-                context.log(logging.INFO, "request_success", fields)
-            else:  # a cancellation (or any BaseException) is no bug: no traceback
-                is_bug = isinstance(exc, Exception)
-                fields.update(error_fields(exc, traceback=is_bug))
-                context.log(logging.ERROR if is_bug else logging.WARNING, "request_error", fields)
+            with reported_if_failing("the end of %s", self._name):
+                if exc is None:
+                    context.log(logging.INFO, "request_success", fields)
+                else:  # a cancellation (or any BaseException) is no bug: no traceback
+                    is_bug = isinstance(exc, Exception)
+                    fields.update(error_fields(exc, traceback=is_bug))
+                    level = logging.ERROR if is_bug else logging.WARNING
+                    context.log(level, "request_error", fields)
         finally:
-            if self._registry is not None:
-                self._registry.remove(context.mapping)
-            self._scope.__exit__(exc_type, exc, traceback)
-            self._scope = None
+            self._close(context)
+
+    def _close(self, context: RequestContext) -> None:
+        """Leave the registry and restore the previous context."""
+        assert self._scope is not None, "closing a request_context that is not open"
+        open_scope, self._scope, self._context = self._scope, None, None
+        if self._registry is not None:
+            self._registry.remove(context.mapping)
+        open_scope.__exit__(None, None, None)

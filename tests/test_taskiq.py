@@ -175,7 +175,7 @@ def test_tasks_kicked_from_child_tasks_threads_and_other_tasks(
 def test_the_deadline_and_the_configured_context_keys_travel(
     make_app: Callable[..., TaskiqApp], loop_factory: LoopFactory
 ) -> None:
-    app = make_app(context_keys=("tenant",))
+    app = make_app(context_keys=("tenant",), carry_deadline=True)
 
     async def main() -> None:
         async with working(app):
