@@ -8,6 +8,7 @@ asyncio and uvloop, with every factory and with none.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import types
@@ -329,10 +330,8 @@ def _write_user_outside_any_task(path: str, user: str) -> Any:
     """What a helper run by a middleware ahead of ours does: ``set`` from a thread or callback."""
 
     def write() -> None:
-        try:
+        with contextlib.suppress(ValueError):  # no context there at all: nothing to leak
             context.set("user", user)
-        except ValueError:  # no context at all there (aiotask-context's error): nothing to leak
-            pass
 
     if path == "thread":
         return asyncio.to_thread(write)
