@@ -326,20 +326,35 @@ class JobScope(SyncOrAsync[Context]):
     ) -> None:
         assert self._scope is not None, "__exit__ without __enter__"
         try:
-            if self._propagation.events is not None:
-                outcome, error = _outcome(exc, self._retrying)
-                with reported_if_failing("the end of job %s", self._own[keys.JOB_NAME]):
-                    self._propagation.events.ended(self._own, outcome, error)
+            self._log_end(exc)
         finally:
             self._close()
 
-    def _close(self) -> None:
-        """Leave the registry and restore the previous context."""
+    def ended_elsewhere(self, exc: BaseException | None) -> None:
+        """End a job whose task finished without ``__exit__`` (a queue's hook that should have
+        closed it never ran): log its end and leave the registry. Its context went with its
+        task, so there is nothing to restore. Nothing happens if it is already closed."""
+        if self._scope is None:
+            return
+        try:
+            self._log_end(exc)
+        finally:
+            self._close(restore=False)
+
+    def _log_end(self, exc: BaseException | None) -> None:
+        if self._propagation.events is not None:
+            outcome, error = _outcome(exc, self._retrying)
+            with reported_if_failing("the end of job %s", self._own[keys.JOB_NAME]):
+                self._propagation.events.ended(self._own, outcome, error)
+
+    def _close(self, *, restore: bool = True) -> None:
+        """Leave the registry and (``restore``) put the previous context back."""
         assert self._scope is not None, "closing a job scope that is not open"
         open_scope, self._scope = self._scope, None
         if self._propagation.registry is not None:
             self._propagation.registry.remove(self._mapping)
-        open_scope.__exit__(None, None, None)
+        if restore:
+            open_scope.__exit__(None, None, None)
 
     def _seed(self) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         """The job's first mapping, and what was wrong with the carrier (what, escaped value)."""

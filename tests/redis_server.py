@@ -53,7 +53,7 @@ def _free_port() -> int:
         return port
 
 
-def _start(executable: str, directory: Path) -> tuple[subprocess.Popen[bytes], RedisServer]:
+def start_redis(executable: str, directory: Path) -> tuple[subprocess.Popen[bytes], RedisServer]:
     """Start redis-server on a free port and wait for its PING; another port if it was taken."""
     log = directory / "redis.log"
     for _ in range(3):
@@ -96,7 +96,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     executable = shutil.which("redis-server")
     if executable is None:
         pytest.fail(INSTALL_HINT)
-    process, server = _start(executable, tmp_path_factory.mktemp("redis"))
+    process, server = start_redis(executable, tmp_path_factory.mktemp("redis"))
     try:
         yield server
     finally:

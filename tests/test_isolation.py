@@ -337,7 +337,12 @@ def _write_user_outside_any_task(path: str, user: str) -> Any:
         return asyncio.to_thread(write)
     loop = asyncio.get_running_loop()
     done = loop.create_future()
-    loop.call_soon(lambda: (write(), done.set_result(None)))
+
+    def callback() -> None:
+        write()
+        done.set_result(None)
+
+    loop.call_soon(callback)
     return done
 
 

@@ -4,8 +4,10 @@ real receiver) and on taskiq's in-memory broker."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +20,9 @@ from typing import Any
 import pytest
 import structlog
 from aiohttp import ClientSession, web
-from taskiq import InMemoryBroker
+from taskiq import InMemoryBroker, TaskiqMessage, TaskiqMiddleware
+from taskiq.receiver import Receiver
+from taskiq_redis import RedisStreamBroker
 
 import aioreqctx as context
 from aioreqctx import keys
@@ -28,7 +32,7 @@ from aioreqctx.job_context import CARRIED_PARENT_JOB_ID, CARRIED_REQUEST_ID
 from .conftest import LoopFactory, run
 from .http_helpers import serving
 from .log_capture import ListHandler, attached
-from .redis_server import RedisServer
+from .redis_server import INSTALL_HINT, RedisServer, start_redis
 from .taskiq_app import (
     LINE_FORMAT,
     WORKER_CONTEXT,
@@ -48,7 +52,7 @@ WORKER_OPTIONS = ("--workers", "1", "--no-configure-logging", "--wait-tasks-time
 def make_app(request: pytest.FixtureRequest, redis_server: RedisServer) -> Callable[..., TaskiqApp]:
     """Builds a ``TaskiqApp`` on a fresh Redis queue, or on an in-memory broker."""
 
-    def make(**options: Any) -> TaskiqApp:
+    def make(**options: Any) -> TaskiqApp:  # JobPropagation's options, and after=(middlewares)
         if request.param == "memory":
             return TaskiqApp(memory_broker(**options))
         queue = f"taskiq-{request.node.name}-{os.urandom(4).hex()}"
@@ -411,3 +415,82 @@ def test_a_taskiq_worker_process_logs_under_the_handlers_id(
         ), text
         assert f"request_id='{request_id}'" in text
     assert "Traceback" not in text
+
+
+class FailingPreExecute(TaskiqMiddleware):
+    """A middleware after aioreqctx's whose ``pre_execute`` fails: taskiq then skips the task,
+    and every ``post_execute``."""
+
+    def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
+        raise RuntimeError("a later middleware failed")
+
+
+def _job_lines(handler: ListHandler, event: str) -> list[logging.LogRecord]:
+    return [record for record in handler.records if getattr(record, "event", None) == event]
+
+
+def test_a_job_whose_post_execute_never_runs_is_closed_when_its_task_ends(
+    make_app: Callable[..., TaskiqApp], loop_factory: LoopFactory
+) -> None:
+    registry = context.InFlightRegistry()
+    app = make_app(events=context.JobEvents(), registry=registry, after=(FailingPreExecute(),))
+    handler = ListHandler()
+
+    async def main() -> None:
+        async with working(app):
+            async with context.scope({keys.REQUEST_ID: "req-never"}):
+                await app.record.kiq("never")
+            await until(lambda: _job_lines(handler, "job_failed"), "the job_failed line")
+
+    with attached("aioreqctx.jobs", handler):
+        run(loop_factory, main)
+    assert registry.count() == 0
+    (failed,) = _job_lines(handler, "job_failed")
+    assert (failed.request_id, failed.outcome, failed.error) == (  # type: ignore[attr-defined]
+        "req-never",
+        "error",
+        "RuntimeError",
+    )
+    assert "never" not in app.seen  # taskiq skipped the task itself
+
+
+def test_a_job_whose_ack_fails_because_redis_went_away_is_closed(
+    loop_factory: LoopFactory, tmp_path: Path
+) -> None:
+    executable = shutil.which("redis-server")
+    assert executable is not None, INSTALL_HINT
+    process, server = start_redis(executable, tmp_path)
+    registry = context.InFlightRegistry()
+    broker = RedisStreamBroker(server.url, queue_name="acked").with_middlewares(
+        JobContextMiddleware(context.JobPropagation(events=context.JobEvents(), registry=registry))
+    )
+
+    async def redis_goes_away() -> None:
+        process.kill()
+        process.wait()
+
+    task = broker.register_task(redis_goes_away, task_name="redis_goes_away")
+    handler = ListHandler()
+
+    async def main() -> None:
+        await broker.startup()
+        receiver = Receiver(broker, max_async_tasks=10, run_startup=False)
+        with context.scope(WORKER_CONTEXT):
+            listener = asyncio.create_task(receiver.listen(asyncio.Event()))
+        async with context.scope({keys.REQUEST_ID: "req-acked"}):
+            await kicked(task, ack_type="when_executed").kiq()  # acked before post_execute
+        await until(lambda: _job_lines(handler, "job_failed"), "the job_failed line")
+        listener.cancel()
+        with contextlib.suppress(BaseException):  # the listener lost Redis too
+            await listener
+
+    try:
+        with attached("aioreqctx.jobs", handler):
+            run(loop_factory, main)
+    finally:
+        process.kill()
+        process.wait()
+    assert registry.count() == 0
+    (failed,) = _job_lines(handler, "job_failed")
+    assert (failed.request_id, failed.outcome) == ("req-acked", "error")  # type: ignore[attr-defined]
+    assert "Connection" in failed.error  # type: ignore[attr-defined]
