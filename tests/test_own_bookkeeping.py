@@ -21,7 +21,7 @@ from aioreqctx import keys
 
 from .conftest import LoopFactory, run
 from .http_helpers import get_request, raw_exchange, serving
-from .log_capture import ListHandler, attached
+from .log_capture import ListHandler, attached, capture
 
 FORGED = "abc\u2028INFO forged line"
 
@@ -56,11 +56,10 @@ def test_a_handler_that_clears_its_context_still_gets_its_id_and_timing(
         else:
             app = web.Application(middlewares=[context.RequestIdMiddleware(server_timing=True)])
         app.router.add_get("/", streamed if streaming else clearing_handler)
-        handler = ListHandler()
-        with attached("aioreqctx.requests", handler):
+        with capture("aioreqctx.requests") as captured:
             async with serving(app) as port:
                 (reply,) = await raw_exchange(port, get_request("/", b"X-Request-ID: kept-1"))
-        return [reply, handler.records]
+        return [reply, captured.records]
 
     reply, records = run(loop_factory, main)
     assert reply.status == 200

@@ -31,7 +31,7 @@ from aioreqctx.job_context import CARRIED_PARENT_JOB_ID, CARRIED_REQUEST_ID
 
 from .conftest import LoopFactory, run
 from .http_helpers import serving
-from .log_capture import ListHandler, attached
+from .log_capture import Captured, ListHandler, attached, capture
 from .redis_server import INSTALL_HINT, RedisServer, start_redis
 from .taskiq_app import (
     LINE_FORMAT,
@@ -425,8 +425,8 @@ class FailingPreExecute(TaskiqMiddleware):
         raise RuntimeError("a later middleware failed")
 
 
-def _job_lines(handler: ListHandler, event: str) -> list[logging.LogRecord]:
-    return [record for record in handler.records if getattr(record, "event", None) == event]
+def _job_lines(captured: Captured, event: str) -> list[logging.LogRecord]:
+    return [record for record in captured.records if getattr(record, "event", None) == event]
 
 
 def test_a_job_whose_post_execute_never_runs_is_closed_when_its_task_ends(
@@ -434,7 +434,6 @@ def test_a_job_whose_post_execute_never_runs_is_closed_when_its_task_ends(
 ) -> None:
     registry = context.InFlightRegistry()
     app = make_app(events=context.JobEvents(), registry=registry, after=(FailingPreExecute(),))
-    handler = ListHandler()
 
     async def main() -> None:
         async with working(app):
@@ -442,7 +441,7 @@ def test_a_job_whose_post_execute_never_runs_is_closed_when_its_task_ends(
                 await app.record.kiq("never")
             await until(lambda: _job_lines(handler, "job_failed"), "the job_failed line")
 
-    with attached("aioreqctx.jobs", handler):
+    with capture("aioreqctx.jobs") as handler:
         run(loop_factory, main)
     assert registry.count() == 0
     (failed,) = _job_lines(handler, "job_failed")
@@ -470,7 +469,6 @@ def test_a_job_whose_ack_fails_because_redis_went_away_is_closed(
         process.wait()
 
     task = broker.register_task(redis_goes_away, task_name="redis_goes_away")
-    handler = ListHandler()
 
     async def main() -> None:
         await broker.startup()
@@ -485,7 +483,7 @@ def test_a_job_whose_ack_fails_because_redis_went_away_is_closed(
             await listener
 
     try:
-        with attached("aioreqctx.jobs", handler):
+        with capture("aioreqctx.jobs") as handler:
             run(loop_factory, main)
     finally:
         process.kill()
