@@ -355,7 +355,7 @@ def test_outside_a_request_the_configured_behaviour_applies(
 
 
 def test_deadline_and_context_keys_are_carried(redis_url: str) -> None:
-    jobs = ArqPropagation(context.JobPropagation(context_keys=("tenant",)))
+    jobs = ArqPropagation(context.JobPropagation(context_keys=("tenant",), carry_deadline=True))
     seen.clear()
 
     async def main() -> None:

@@ -413,3 +413,22 @@ def test_uncopyable_values_are_shared_with_one_warning(
     warnings = [r for r in caplog.records if "cannot be deep-copied" in r.getMessage()]
     assert len(warnings) == 1
     assert "'lock'" in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"context": None}, {"context": None, "eager_start": None}],
+    ids=["no keywords", "uvloop's context=None", "uvloop 3.13's eager_start=None"],
+)
+def test_a_factory_that_cannot_build_the_task_closes_the_coroutine(
+    loop_factory: LoopFactory, factory_name: str, kwargs: dict[str, Any]
+) -> None:
+    async def never_run() -> None:
+        raise AssertionError("a task on a closed loop ran")
+
+    loop = loop_factory()
+    loop.close()
+    coro = never_run()
+    with pytest.raises(RuntimeError, match="closed"):
+        FACTORIES[factory_name](loop, coro, **kwargs)
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED  # no "never awaited" leak

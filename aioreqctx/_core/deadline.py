@@ -29,6 +29,7 @@ _RFC3339 = re.compile(
 )
 
 _TIMER_SLACK = 0.001
+_FURTHEST = 365 * 86400.0
 
 
 def parse_deadline(raw: str) -> float | None:
@@ -44,7 +45,12 @@ def parse_deadline(raw: str) -> float | None:
 
 
 def format_deadline(remaining: float) -> str:
-    """The header value for a deadline ``remaining`` seconds from now (millisecond precision)."""
+    """The header value for a deadline ``remaining`` seconds from now (millisecond precision).
+
+    A deadline further than a year away (or as long ago) is written as a year: whatever ended
+    up in the context, a date past year 9999 never makes the caller raise.
+    """
+    remaining = min(max(remaining, -_FURTHEST), _FURTHEST)
     moment = datetime.fromtimestamp(time.time() + remaining, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 

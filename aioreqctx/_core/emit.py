@@ -10,11 +10,12 @@ named ``exc_info`` (an exception) is the record's traceback, not a ``key=value``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 EventSink = Callable[[int, str, Mapping[str, Any]], None]
@@ -99,3 +100,14 @@ def enabled_check(logger: Any) -> Callable[[int], bool]:
         return logger.isEnabledFor
     check: Callable[[int], bool] | None = getattr(logger, "is_enabled_for", None)
     return check if callable(check) else lambda level: True
+
+
+@contextlib.contextmanager
+def reported_if_failing(what: str, *args: object) -> Iterator[None]:
+    """Run a block that only logs; if a log sink raises (a user's structlog processor or logging
+    filter), report it once on the ``aioreqctx`` logger, as a failing observer is, instead of
+    failing the unit of work. Should the report fail too, that error propagates."""
+    try:
+        yield
+    except Exception:
+        logging.getLogger("aioreqctx").exception(f"logging {what} failed", *args)

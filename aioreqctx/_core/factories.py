@@ -111,29 +111,38 @@ def spawn(
     if (kwargs and kwargs not in _NOTHING_GIVEN) or eager or inner is not None:
         return _spawn_with_options(loop, coro, kwargs, inherit, eager=eager, inner=inner)
     # The call almost every task goes through: kept to one frame and the policy's call.
-    parent_task = current_task_of(loop)
-    parent = current_mapping.get(None)
     try:
-        owned = parent_task.context is parent  # type: ignore[union-attr]
-    except AttributeError:  # no task, or one that only inherited its mapping
-        owned = False
-    if not owned:
-        resolved = _parent_mapping(parent_task, coro)
-        if resolved is INHERIT:
-            return _Task(coro, loop=loop)
-        parent = resolved  # type: ignore[assignment]
-    if inherit is _share and parent is not None:  # the child inherits it with the Context
-        task = _Task(coro, loop=loop)
-        task.context = parent  # type: ignore[attr-defined]
+        parent_task = current_task_of(loop)
+        parent = current_mapping.get(None)
+        try:
+            owned = parent_task.context is parent  # type: ignore[union-attr]
+        except AttributeError:  # no task, or one that only inherited its mapping
+            owned = False
+        if not owned:
+            resolved = _parent_mapping(parent_task, coro)
+            if resolved is INHERIT:
+                return _Task(coro, loop=loop)
+            parent = resolved  # type: ignore[assignment]
+        if inherit is _share and parent is not None:  # the child inherits it with the Context
+            task = _Task(coro, loop=loop)
+            task.context = parent  # type: ignore[attr-defined]
+            return task
+        mapping = inherit(parent)
+        token = current_mapping.set(mapping)
+        try:
+            task = _Task(coro, loop=loop)
+        finally:
+            current_mapping.reset(token)
+        task.context = mapping  # type: ignore[attr-defined]
         return task
-    mapping = inherit(parent)
-    token = current_mapping.set(mapping)
-    try:
-        task = _Task(coro, loop=loop)
-    finally:
-        current_mapping.reset(token)
-    task.context = mapping  # type: ignore[attr-defined]
-    return task
+    except BaseException:  # a closed loop, say: the coroutine would never be awaited
+        _close(coro)
+        raise
+
+
+def _close(coro: object) -> None:
+    if asyncio.iscoroutine(coro):
+        coro.close()
 
 
 def _spawn_with_options(
@@ -170,8 +179,7 @@ def _spawn_with_options(
                 child_context.run(current_mapping.set, mapping)
         task = _build(loop, coro, kwargs, inner, mapping)
     except BaseException:
-        if asyncio.iscoroutine(coro):
-            coro.close()
+        _close(coro)
         raise
     # An eager first step may already have given the task its context (the aiohttp middleware,
     # a scope still open): that one stays.

@@ -15,6 +15,8 @@ import os
 import re
 from collections.abc import Iterable
 
+from .jsonsafe import safe_text
+
 NO_REQUEST_ID = "-"
 """What log lines show for "no request"; never accepted as a request's ID."""
 
@@ -45,6 +47,24 @@ def is_safe_request_id(value: str) -> bool:
     Such a value cannot split a header or a log line, whatever a custom validator accepted.
     """
     return _SAFE_ID.fullmatch(value) is not None
+
+
+def sendable_id(value: object) -> str | None:
+    """A request ID read back from the context, if it may go into a header or a job carrier.
+
+    The context is the program's to write (aiotask-context's example middleware puts the raw
+    incoming header there), so what it holds passes the floor where it is written out: a value
+    that fails it is not sent, as if there were no ID.
+    """
+    return value if type(value) is str and _SAFE_ID.fullmatch(value) is not None else None
+
+
+def logged_id(value: object) -> str:
+    """A request ID read back from the context, as one log line may show it: escaped unless it
+    is printable ASCII, so a value the program stored cannot start a forged line."""
+    if type(value) is str and value.isascii() and value.isprintable():
+        return value
+    return escaped(value if isinstance(value, str) else safe_text(value), limit=SAFE_ID_LIMIT)
 
 
 def trace_id_of(traceparent: str) -> str | None:

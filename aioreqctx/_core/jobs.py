@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from .. import keys
+from .emit import reported_if_failing
 from .ids import escaped, is_valid_request_id, new_request_id
 from .jsonsafe import safe_text
 from .request_view import Registry, RequestContext, error_fields
@@ -83,9 +84,14 @@ class unit_of_work(SyncOrAsync[RequestContext]):  # noqa: N801 - used like conte
         self._scope = scope(values)
         mapping = self._scope.__enter__()
         self._context = context = RequestContext(mapping, logger=self._logger)
-        if self._registry is not None:
-            self._registry.add(mapping, method=None, path=self._name)
-        context.log(logging.INFO, "request_start", {"name": self._name, **self._metadata})
+        try:
+            if self._registry is not None:
+                self._registry.add(mapping, method=None, path=self._name)
+            with reported_if_failing("the start of %s", self._name):
+                context.log(logging.INFO, "request_start", {"name": self._name, **self._metadata})
+        except BaseException:  # nothing stays open: not the context, not the registry entry
+            self._close(context)
+            raise
         return context
 
     def __exit__(
@@ -99,14 +105,21 @@ class unit_of_work(SyncOrAsync[RequestContext]):  # noqa: N801 - used like conte
         context, self._context = self._context, None
         fields: dict[str, Any] = {"name": self._name}
         try:
-            if exc is None:
-                context.log(logging.INFO, "request_success", fields)
-            else:  # a cancellation (or any BaseException) is no bug: no traceback
-                is_bug = isinstance(exc, Exception)
-                fields.update(error_fields(exc, traceback=is_bug))
-                context.log(logging.ERROR if is_bug else logging.WARNING, "request_error", fields)
+            with reported_if_failing("the end of %s", self._name):
+                if exc is None:
+                    context.log(logging.INFO, "request_success", fields)
+                else:  # a cancellation (or any BaseException) is no bug: no traceback
+                    is_bug = isinstance(exc, Exception)
+                    fields.update(error_fields(exc, traceback=is_bug))
+                    level = logging.ERROR if is_bug else logging.WARNING
+                    context.log(level, "request_error", fields)
         finally:
-            if self._registry is not None:
-                self._registry.remove(context.mapping)
-            self._scope.__exit__(exc_type, exc, traceback)
-            self._scope = None
+            self._close(context)
+
+    def _close(self, context: RequestContext) -> None:
+        """Leave the registry and restore the previous context."""
+        assert self._scope is not None, "closing a unit_of_work that is not open"
+        open_scope, self._scope, self._context = self._scope, None, None
+        if self._registry is not None:
+            self._registry.remove(context.mapping)
+        open_scope.__exit__(None, None, None)

@@ -32,6 +32,12 @@ into (aiotask-context's message, formatted with the key, so code matching on it 
 
 current_mapping: ContextVar[Context] = ContextVar("aioreqctx.current_mapping")
 
+untasked_writes: ContextVar[Context] = ContextVar("aioreqctx.untasked_writes")
+"""The mapping that code running outside any task (a thread, a loop callback) may write into:
+the one a ``scope`` opened there, or the calling task's own for a thread started with
+``run_in_executor``/``bind_context``. Any other mapping such code sees belongs to someone else
+(the start-up values every request copies, a request's), so its first write copies it."""
+
 _NOTHING: Mapping[str, Any] = MappingProxyType({})
 _UNSET = object()
 
@@ -144,6 +150,10 @@ def _writable_mapping(key: str) -> Context:
                 + ": there is no running task and no aioreqctx context here. Call it from a "
                 "coroutine, or open one with `with aioreqctx.scope(): ...`."
             )
+        if untasked_writes.get(None) is not mapping:  # not this code's to write: copy it
+            mapping = snapshot(mapping)
+            current_mapping.set(mapping)
+            untasked_writes.set(mapping)
         return mapping
     owned: bool = getattr(task, "context", None) is mapping
     if mapping is None or not owned:
@@ -171,13 +181,14 @@ class scope(SyncOrAsync[Context]):  # noqa: N801 - used like contextlib's lower-
     ``task.context`` at the new mapping for the duration, as the factories' contract promises.
     """
 
-    __slots__ = ("_initial", "_previous_attr", "_task", "_token")
+    __slots__ = ("_initial", "_previous_attr", "_task", "_token", "_untasked_token")
 
     def __init__(self, initial: Mapping[str, Any] | None = None, /, **values: Any) -> None:
         self._initial = {**(initial or {}), **values}
         self._token: Token[Context] | None = None
         self._task: asyncio.Task[Any] | None = None
         self._previous_attr: Any = _UNSET
+        self._untasked_token: Token[Context] | None = None
 
     def __enter__(self) -> Context:
         if self._token is not None:
@@ -189,12 +200,17 @@ class scope(SyncOrAsync[Context]):  # noqa: N801 - used like contextlib's lower-
             previous = _context_attribute(self._task)
             self._previous_attr = _UNSET if previous is None else previous
             self._task.context = mapping  # type: ignore[attr-defined]
+        else:  # a thread's own unit of work (a Celery task): its writes go into this mapping
+            self._untasked_token = untasked_writes.set(mapping)
         return mapping
 
     def __exit__(self, *exc_info: object) -> None:
         assert self._token is not None, "scope.__exit__ without __enter__"
         current_mapping.reset(self._token)
         self._token = None
+        if self._untasked_token is not None:
+            untasked_writes.reset(self._untasked_token)
+            self._untasked_token = None
         if self._task is not None:
             if self._previous_attr is _UNSET:
                 del self._task.context  # type: ignore[attr-defined]

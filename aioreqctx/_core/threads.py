@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import ParamSpec, TypeVar, TypeVarTuple
 
-from .store import own_mapping, running_task
+from .store import own_mapping, running_task, untasked_writes
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -50,6 +50,9 @@ def _current_context() -> contextvars.Context:
     a task that only inherited its mapping takes its own first (copy on write), so the thread
     never writes into the mapping the task inherited (start-up code's, another request's)."""
     task = running_task()
-    if task is not None:
-        own_mapping(task)
-    return contextvars.copy_context()
+    if task is None:
+        return contextvars.copy_context()
+    mapping = own_mapping(task)
+    captured = contextvars.copy_context()
+    captured.run(untasked_writes.set, mapping)
+    return captured

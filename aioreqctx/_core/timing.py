@@ -8,12 +8,14 @@ timed in a child task still shows in the request's ``Server-Timing`` header.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import inspect
 import logging
 import re
 import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any, ParamSpec, TypeVar
@@ -149,9 +151,18 @@ def server_timing_header(total_ms: float, operations: list[tuple[str, float]]) -
     return ", ".join(parts)
 
 
+_Use = tuple[float, "OperationTimings | None"]
+"""One open use of a ``timed_operation``: when it started, and the timings it adds to."""
+
+
 def _user() -> object:
     """Who is timing: the running task, or the thread outside any task."""
-    return running_task() or threading.get_ident()
+    return running_task() or threading.current_thread()
+
+
+def _gone(user: object) -> bool:
+    """Whether ``user`` can no longer close its own use: a finished task or a dead thread."""
+    return user.done() if isinstance(user, asyncio.Task) else not user.is_alive()  # type: ignore[attr-defined]
 
 
 class timed_operation(SyncOrAsync["timed_operation"]):  # noqa: N801 - used like contextlib's lower-case context managers
@@ -172,7 +183,9 @@ class timed_operation(SyncOrAsync["timed_operation"]):  # noqa: N801 - used like
         self.last_ms: float | None = None
         # Per use, not per instance: a module-level ``DB = timed_operation("db")`` is entered by
         # many requests at once. Each task (or thread) keeps its own stack of open uses.
-        self._open: dict[object, list[tuple[float, OperationTimings | None]]] = {}
+        # Held weakly: a use never closed (an async generator never finalised) must not keep
+        # its task, and so its request, alive.
+        self._open: weakref.WeakKeyDictionary[object, list[_Use]] = weakref.WeakKeyDictionary()
 
     def __enter__(self) -> timed_operation:
         mapping = current_mapping.get(None)
@@ -186,6 +199,8 @@ class timed_operation(SyncOrAsync["timed_operation"]):  # noqa: N801 - used like
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
         user = _user()
+        if user not in self._open:  # closed by another task (see _opened_elsewhere)
+            user = self._opened_elsewhere()
         uses = self._open[user]
         started, timings = uses.pop()
         if not uses:
@@ -200,6 +215,19 @@ class timed_operation(SyncOrAsync["timed_operation"]):  # noqa: N801 - used like
             if exc_type is not None:
                 fields["error"] = exc_type.__name__
             _log_operation(logging.DEBUG, "operation_finished", fields)
+
+    def _opened_elsewhere(self) -> object:
+        """Who opened the use that the running task or thread closes without having opened
+        it: an abandoned async generator finalised by the loop, a fixture torn down in another
+        task than its set-up. That is a task that has finished (or a thread that has ended)
+        with a use still open; failing that, the one that opened the latest use."""
+        users = list(self._open.items())
+        if not users:
+            raise RuntimeError(f"timed_operation({self.name!r}) closed more often than opened")
+        finished = [user for user, _ in users if _gone(user)]
+        if finished:
+            return finished[-1]
+        return max(users, key=lambda entry: entry[1][-1][0])[0]
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
         """Decorate ``func`` (sync or async): each call is timed as a fresh operation."""

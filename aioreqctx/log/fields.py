@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 from .. import keys
-from .._core.ids import NO_REQUEST_ID
+from .._core.ids import NO_REQUEST_ID, logged_id
 from .._core.store import current_mapping
 from .logging_context import pushed_layer
 
@@ -51,7 +51,7 @@ def field_adder(
     if extra_fields is not None and not callable(extra_fields):
         raise TypeError(f"extra_fields must be callable (() -> mapping), not {extra_fields!r}")
 
-    def add_fields(
+    def add_fields(  # noqa: PLR0912 - one frame per log line (module docstring)
         logger: Any, method_name: str, target: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         mapping = current(None)
@@ -62,7 +62,12 @@ def field_adder(
                 for _, name in pairs:
                     target.setdefault(name, default)
         else:
-            target.setdefault("request_id", mapping.get(request_id_key, default))
+            request_id = mapping.get(request_id_key)
+            if type(request_id) is not str or not (
+                request_id.isascii() and request_id.isprintable()
+            ):  # none, or stored by the program, not the middleware: escaped (ids.logged_id)
+                request_id = default if request_id is None else logged_id(request_id)
+            target.setdefault("request_id", request_id)
             if pairs:  # a test is cheaper than starting a loop over nothing
                 for key, name in pairs:
                     target.setdefault(name, mapping.get(key, default))

@@ -26,7 +26,7 @@ from multidict import CIMultiDict, istr
 from .. import keys
 from .._core.deadline import DEADLINE_HEADER, format_deadline, remaining_time
 from .._core.id_callbacks import checked_generator
-from .._core.ids import is_valid_request_id, new_request_id
+from .._core.ids import is_valid_request_id, new_request_id, sendable_id
 from .._core.store import current_mapping
 
 _DEFAULT_CLIENT_TIMEOUT = ClientTimeout(total=5 * 60, sock_connect=30)  # aiohttp's own default
@@ -95,7 +95,7 @@ class ClientPropagation:
             request_id: str | None = None
             deadline: float | None = None
         else:
-            request_id = mapping.get(keys.REQUEST_ID)
+            request_id = sendable_id(mapping.get(keys.REQUEST_ID))
             deadline = mapping.get(keys.DEADLINE)
         if request_id is None and self.outside_request == "generate":
             request_id = self._generate()

@@ -13,18 +13,19 @@ The per-queue adapters in ``aioreqctx.integrations`` only move the carrier and c
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from time import perf_counter
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Literal
 
 from .. import keys
 from .._core.deadline import format_deadline, parse_deadline
-from .._core.emit import enabled_check, event_sink
+from .._core.emit import enabled_check, event_sink, reported_if_failing
 from .._core.id_callbacks import checked_generator, checked_validator
-from .._core.ids import escaped, is_valid_request_id, new_request_id
+from .._core.ids import escaped, is_valid_request_id, new_request_id, sendable_id
 from .._core.jsonsafe import safe_text
 from .._core.request_view import Registry, error_fields
 from .._core.store import Context, current_mapping, scope
@@ -117,11 +118,11 @@ class JobEvents:
         self.error_level = error_level
         self.retry_level = retry_level
 
-    def started(self, mapping: Context) -> None:
+    def started(self, mapping: Mapping[str, Any]) -> None:
         if self._enabled(self.started_level):
             self._sink(self.started_level, "job_started", _job_fields(mapping))
 
-    def ended(self, mapping: Context, outcome: Outcome, error: Mapping[str, Any]) -> None:
+    def ended(self, mapping: Mapping[str, Any], outcome: Outcome, error: Mapping[str, Any]) -> None:
         level = {
             "success": self.finished_level,
             "error": self.error_level,
@@ -136,7 +137,7 @@ class JobEvents:
         self._sink(level, event, {**fields, **error})
 
 
-def _job_fields(mapping: Context) -> dict[str, Any]:
+def _job_fields(mapping: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "request_id": mapping.get(keys.REQUEST_ID),
         "job_name": mapping.get(keys.JOB_NAME),
@@ -158,6 +159,10 @@ class JobPropagation:
     default). ``events``: ``JobEvents`` to log each job's start and end (None: none).
     ``registry``: an ``InFlightRegistry`` that lists running jobs (method ``JOB``, path the
     job's name).
+    ``carry_deadline``: whether a job carries the enqueuing request's deadline and runs under
+    it (off by default: a queued job usually outlives its request, and a job run after the
+    deadline could make no outgoing call). When on, both sides cap it at ``max_budget``
+    seconds from now, as ``DeadlineObserver`` caps an incoming header.
     """
 
     context_keys: tuple[str, ...] = ()
@@ -166,6 +171,8 @@ class JobPropagation:
     validator: Callable[[str], bool] = is_valid_request_id
     events: JobEvents | None = None
     registry: Registry | None = None
+    carry_deadline: bool = False
+    max_budget: float = 300.0
     _generate: Callable[[], str] = field(init=False, repr=False)
     _validate: Callable[[str], bool] = field(init=False, repr=False)
 
@@ -196,23 +203,31 @@ class JobPropagation:
                 "registry must be an InFlightRegistry (or have its add() and remove()) or None, "
                 f"not {self.registry!r}"
             )
+        if type(self.carry_deadline) is not bool:
+            raise TypeError(f"carry_deadline must be True or False, not {self.carry_deadline!r}")
+        budget: object = self.max_budget
+        if not isinstance(budget, int | float) or not math.isfinite(budget) or budget <= 0:
+            raise ValueError(
+                f"max_budget must be a positive number of seconds, not {self.max_budget!r}"
+            )
 
     def carrier(self) -> dict[str, str]:
         """What a job enqueued here and now carries (``{}`` outside a request with ``"skip"``)."""
         mapping = current_mapping.get(None)
-        request_id = None if mapping is None else mapping.get(keys.REQUEST_ID)
+        request_id = None if mapping is None else sendable_id(mapping.get(keys.REQUEST_ID))
         if request_id is None:
             if self.outside_request == "skip":
                 return {}
             return {CARRIED_REQUEST_ID: self._generate()}
         assert mapping is not None
-        carried = {CARRIED_REQUEST_ID: str(request_id)}
+        carried = {CARRIED_REQUEST_ID: request_id}
         job_id = mapping.get(keys.JOB_ID)
         if job_id is not None:
             carried[CARRIED_PARENT_JOB_ID] = str(job_id)
-        deadline = mapping.get(keys.DEADLINE)
-        if deadline is not None:
-            carried[CARRIED_DEADLINE] = format_deadline(deadline - time.monotonic())
+        deadline = mapping.get(keys.DEADLINE) if self.carry_deadline else None
+        if isinstance(deadline, int | float):
+            left = min(deadline - time.monotonic(), self.max_budget)
+            carried[CARRIED_DEADLINE] = format_deadline(left)
         for key in self.context_keys:
             value = mapping.get(key)
             if value is not None:
@@ -252,6 +267,7 @@ class JobScope(SyncOrAsync[Context]):
         "_job_id",
         "_job_name",
         "_mapping",
+        "_own",
         "_propagation",
         "_retrying",
         "_scope",
@@ -275,25 +291,33 @@ class JobScope(SyncOrAsync[Context]):
         self._retrying = retrying
         self._scope: scope | None = None
         self._mapping: Context = {}
+        self._own: Mapping[str, Any] = {}
 
     def __enter__(self) -> Context:
         if self._scope is not None:
             raise RuntimeError("this job scope is already open; create a new one per job")
         seed, problems = self._seed()
+        # The job's own bookkeeping, which its code cannot clear or overwrite (JobEvents reads it).
+        self._own = own = MappingProxyType(dict(seed))
         self._scope = scope(seed)
         self._mapping = mapping = self._scope.__enter__()
-        if problems:  # logged inside the job's context: the line has the job's (new) ID
-            logger.warning(
-                "job %s (id %s): invalid carried %s ignored",
-                mapping[keys.JOB_NAME],
-                mapping[keys.JOB_ID],
-                "; ".join(f'{what} "{shown}"' for what, shown in problems),
-            )
         propagation = self._propagation
-        if propagation.registry is not None:
-            propagation.registry.add(mapping, method="JOB", path=mapping[keys.JOB_NAME])
-        if propagation.events is not None:
-            propagation.events.started(mapping)
+        try:
+            if propagation.registry is not None:
+                propagation.registry.add(mapping, method="JOB", path=own[keys.JOB_NAME])
+            with reported_if_failing("the start of job %s", own[keys.JOB_NAME]):
+                if problems:  # logged inside the job's context: the line has the job's (new) ID
+                    logger.warning(
+                        "job %s (id %s): invalid carried %s ignored",
+                        own[keys.JOB_NAME],
+                        own[keys.JOB_ID],
+                        "; ".join(f'{what} "{shown}"' for what, shown in problems),
+                    )
+                if propagation.events is not None:
+                    propagation.events.started(own)
+        except BaseException:  # nothing stays open: not the context, not the registry entry
+            self._close()
+            raise
         return mapping
 
     def __exit__(
@@ -303,17 +327,36 @@ class JobScope(SyncOrAsync[Context]):
         traceback: TracebackType | None,
     ) -> None:
         assert self._scope is not None, "__exit__ without __enter__"
-        open_scope, self._scope = self._scope, None
-        mapping = self._mapping
-        propagation = self._propagation
         try:
-            if propagation.events is not None:
-                outcome, error = _outcome(exc, self._retrying)
-                propagation.events.ended(mapping, outcome, error)
+            self._log_end(exc)
         finally:
-            if propagation.registry is not None:
-                propagation.registry.remove(mapping)
-            open_scope.__exit__(exc_type, exc, traceback)
+            self._close()
+
+    def ended_elsewhere(self, exc: BaseException | None) -> None:
+        """End a job whose task finished without ``__exit__`` (a queue's hook that should have
+        closed it never ran): log its end and leave the registry. Its context went with its
+        task, so there is nothing to restore. Nothing happens if it is already closed."""
+        if self._scope is None:
+            return
+        try:
+            self._log_end(exc)
+        finally:
+            self._close(restore=False)
+
+    def _log_end(self, exc: BaseException | None) -> None:
+        if self._propagation.events is not None:
+            outcome, error = _outcome(exc, self._retrying)
+            with reported_if_failing("the end of job %s", self._own[keys.JOB_NAME]):
+                self._propagation.events.ended(self._own, outcome, error)
+
+    def _close(self, *, restore: bool = True) -> None:
+        """Leave the registry and (``restore``) put the previous context back."""
+        assert self._scope is not None, "closing a job scope that is not open"
+        open_scope, self._scope = self._scope, None
+        if self._propagation.registry is not None:
+            self._propagation.registry.remove(self._mapping)
+        if restore:
+            open_scope.__exit__(None, None, None)
 
     def _seed(self) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         """The job's first mapping, and what was wrong with the carrier (what, escaped value)."""
@@ -344,10 +387,10 @@ class JobScope(SyncOrAsync[Context]):
             mapping[keys.PARENT_JOB_ID] = log_fields["parent_job_id"] = parent
         elif parent is not None:
             problems.append(("parent job ID", escaped(safe_text(parent))))
-        raw_deadline = carrier.get(CARRIED_DEADLINE)
+        raw_deadline = carrier.get(CARRIED_DEADLINE) if self._propagation.carry_deadline else None
         left = parse_deadline(raw_deadline) if isinstance(raw_deadline, str) else None
         if left is not None:
-            mapping[keys.DEADLINE] = time.monotonic() + left
+            mapping[keys.DEADLINE] = time.monotonic() + min(left, self._propagation.max_budget)
         elif raw_deadline is not None:
             problems.append(("deadline", escaped(safe_text(raw_deadline))))
         for key in self._propagation.context_keys:

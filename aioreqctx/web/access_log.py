@@ -2,7 +2,8 @@
 
 aiohttp calls the access logger in the request's task after the middleware has returned, but
 it also calls it for requests the middleware never saw (a malformed request line), so the ID is
-read from the request object (``CONTEXT_MAPPING``), not from the ContextVar. A client that
+read from what the middleware kept on the request object (``OWN_RECORD``), not from the
+context, which the handler may have cleared or overwritten. A client that
 disconnected still gets a line: the status the handler produced (499 when a streaming write
 failed or ``handler_cancellation=True`` cancelled it: the middleware answers those so that
 aiohttp logs them), 0 bytes and ``disconnected=true`` (platform notes, pitfalls 15 and 16).
@@ -16,10 +17,9 @@ from typing import Any, ClassVar
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from .. import keys
 from .._core.emit import event_sink
 from ..log.fields import DEFAULT_REQUEST_ID
-from .middleware import CONTEXT_MAPPING
+from .middleware import OWN_RECORD
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -46,8 +46,8 @@ class AccessLogger(AbstractAccessLogger):
         return self.target is not None or self.logger.isEnabledFor(self.level)
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        mapping = request.get(CONTEXT_MAPPING)
-        request_id = DEFAULT_REQUEST_ID if mapping is None else mapping.get(keys.REQUEST_ID)
+        own = request.get(OWN_RECORD)
+        request_id = DEFAULT_REQUEST_ID if own is None else own[0]
         self._sink(
             self.level,
             "access",

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from time import perf_counter, time
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from aiohttp import web
 from multidict import istr
@@ -55,6 +55,13 @@ UNHANDLED_ERROR: web.ResponseKey[BaseException] = web.ResponseKey("aioreqctx.unh
 """On the 500 the middleware built for an unhandled exception: that exception; on its 499 for
 a client that went away: the reset or the cancellation."""
 
+OwnRecord = tuple[str, float, OperationTimings]
+"""What the middleware itself knows of a request: its ID, ``perf_counter()`` at its start and its
+operation timings; kept out of the context mapping, which the request's code may clear or
+overwrite (aiotask-context's ``clear()``, its example middleware's ``set("X-Request-ID", ...)``)."""
+
+OWN_RECORD: web.RequestKey[OwnRecord] = web.RequestKey("aioreqctx.own_record")
+
 UNTRUSTED_PEER: web.RequestKey[bool] = web.RequestKey("aioreqctx.untrusted_peer")
 """True on a request whose peer is outside ``trusted_networks`` (absent otherwise): its
 headers are not believed, neither its ID nor, for ``DeadlineObserver``, its deadline."""
@@ -68,6 +75,27 @@ server_logger = logging.getLogger("aiohttp.server")
 
 # aiohttp's connection task starts each request's task: under a factory those must not share it.
 register_dispatcher(web.RequestHandler.start)
+
+
+class StartUpValues:
+    """The values of the context the server was started in, as every request starts with them.
+
+    Frozen (deep-copied) the first time a request sees that context, so a later write into it
+    (the start-up task itself, a task sharing its mapping under ``task_factory``) never reaches
+    a request. A different context (another server, the next test) is frozen anew.
+    """
+
+    __slots__ = ("_frozen", "_source")
+
+    def __init__(self) -> None:
+        self._source: Context | None = None
+        self._frozen: dict[str, Any] = {}
+
+    def under(self, inherited: Context, mapping: Context) -> Context:
+        """``mapping`` over a deep copy of ``inherited``'s start-up values."""
+        if inherited is not self._source:
+            self._source, self._frozen = inherited, snapshot(inherited)
+        return {**snapshot(self._frozen), **mapping} if self._frozen else mapping
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -104,6 +132,7 @@ class RequestIdMiddleware:
     _rejection_text: str = field(init=False, repr=False)
     _started: tuple[Callable[[web.Request, Context], None], ...] = field(init=False, repr=False)
     _finished: tuple[Callable[..., None], ...] = field(init=False, repr=False)
+    _startup: StartUpValues = field(default_factory=StartUpValues, init=False, repr=False)
     # Set by setup(): on_response_prepare labels every response, so the middleware need not.
     _labelled_on_prepare: bool = field(default=False, init=False, repr=False)
 
@@ -156,7 +185,7 @@ class RequestIdMiddleware:
         finished = tuple(observer.request_finished for observer in self.observers)
         object.__setattr__(self, "_finished", finished)
 
-    async def __call__(  # noqa: PLR0912 - one frame per request, on purpose
+    async def __call__(  # noqa: PLR0912, PLR0915 - one frame per request, on purpose
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
         # One coroutine per request: every frame, await and call saved here is paid by every
@@ -172,17 +201,19 @@ class RequestIdMiddleware:
                 request_id = self._generate()
         else:
             request_id, rejected = self._request_id_for(request)
+        own: OwnRecord = (request_id, perf_counter(), OperationTimings())
         mapping: Context = {
             keys.REQUEST_ID: request_id,
-            keys.START_MONOTONIC: perf_counter(),
+            keys.START_MONOTONIC: own[1],
             keys.START_TIME: time(),
-            keys.OPERATIONS: OperationTimings(),
+            keys.OPERATIONS: own[2],
         }
         inherited = current_mapping.get(None)
-        if inherited:  # start-up code put values in the context the server runs in
-            mapping = {**snapshot(inherited), **mapping}
+        if inherited is not None:  # the context the server was started in
+            mapping = self._startup.under(inherited, mapping)
         enter(mapping)
         request[CONTEXT_MAPPING] = mapping
+        request[OWN_RECORD] = own
         if rejected is not None:
             self._note_rejected(request, mapping, rejected)
         for started in self._started:  # inline: no call when there are no observers
@@ -200,7 +231,7 @@ class RequestIdMiddleware:
                     response = await handler(request)
             except web.HTTPException as raised:
                 if not self._labelled_on_prepare:
-                    self._label(raised, mapping)  # raised, so never prepared yet
+                    self._label(raised, own)  # raised, so never prepared yet
                 raise
             except (asyncio.CancelledError, Exception) as raised:
                 response = self._answer(request, raised)
@@ -209,7 +240,7 @@ class RequestIdMiddleware:
             if not (self._labelled_on_prepare or response.prepared):
                 response.headers[self._header] = request_id
                 if self.server_timing:
-                    self._add_server_timing(response, mapping)
+                    _add_server_timing(response, own)
             return response
         except BaseException as raised:
             error = raised
@@ -268,12 +299,10 @@ class RequestIdMiddleware:
     async def on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         """Label every response just before its headers go out (streaming, WebSocket, 500s)."""
         try:
-            mapping = request[CONTEXT_MAPPING]
+            own = request[OWN_RECORD]
         except KeyError:  # a request the middleware never saw (aiohttp's own error pages)
             return
-        response.headers[self._header] = mapping[keys.REQUEST_ID]
-        if self.server_timing:
-            self._add_server_timing(response, mapping)
+        self._label(response, own)
 
     def _request_id_for(self, request: web.Request) -> tuple[str, Rejected | None]:
         """The request's ID, and the escaped first invalid incoming value if there was one."""
@@ -293,16 +322,15 @@ class RequestIdMiddleware:
                 rejected = (name, escaped(raw))
         return self._generate(), rejected
 
-    def _label(self, response: web.StreamResponse, mapping: Context) -> None:
-        response.headers[self._header] = mapping[keys.REQUEST_ID]
+    def _label(self, response: web.StreamResponse, own: OwnRecord) -> None:
+        response.headers[self._header] = own[0]
         if self.server_timing:
-            self._add_server_timing(response, mapping)
+            _add_server_timing(response, own)
 
-    @staticmethod
-    def _add_server_timing(response: web.StreamResponse, mapping: Context) -> None:
-        total_ms = (perf_counter() - mapping[keys.START_MONOTONIC]) * 1000.0
-        operations: OperationTimings = mapping[keys.OPERATIONS]
-        response.headers[SERVER_TIMING] = server_timing_header(total_ms, operations.entries())
+
+def _add_server_timing(response: web.StreamResponse, own: OwnRecord) -> None:
+    total_ms = (perf_counter() - own[1]) * 1000.0
+    response.headers[SERVER_TIMING] = server_timing_header(total_ms, own[2].entries())
 
 
 def _only_cancelled_by_the_disconnect() -> bool:

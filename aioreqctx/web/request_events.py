@@ -31,11 +31,11 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import keys
 from .._core.deadline import deadline_expired
 from .._core.emit import enabled_check, event_sink
 from .._core.request_view import REQUESTS_LOGGER, error_fields
 from .._core.store import Context
+from .middleware import OWN_RECORD
 
 
 def level_for_status(status: int) -> int:
@@ -108,7 +108,7 @@ class RequestEvents:
 
     def request_started(self, request: web.Request, mapping: Context) -> None:
         if self._enabled(self.started_level) and not self.excludes(request.path):
-            self._sink(self.started_level, "request_started", _fields(request, mapping, None))
+            self._sink(self.started_level, "request_started", _fields(request, None))
 
     def request_finished(
         self,
@@ -132,17 +132,21 @@ class RequestEvents:
             level, event, extra = logging.ERROR, "request_failed", error_fields(error)
         if not self._enabled(level) or self.excludes(request.path):
             return
-        fields = _fields(request, mapping, status)
+        fields = _fields(request, status)
         if request.transport is None:
             fields["disconnected"] = True
         self._sink(level, event, {**fields, **extra})
 
 
-def _fields(request: web.Request, mapping: Context, status: int | None) -> dict[str, Any]:
-    start = mapping.get(keys.START_MONOTONIC)
-    duration_ms = None if start is None else round((perf_counter() - start) * 1000.0, 3)
+def _fields(request: web.Request, status: int | None) -> dict[str, Any]:
+    """Read from what the middleware itself kept: the request's code may have cleared or
+    overwritten its context."""
+    own = request.get(OWN_RECORD)
+    request_id, duration_ms = None, None
+    if own is not None:
+        request_id, duration_ms = own[0], round((perf_counter() - own[1]) * 1000.0, 3)
     return {
-        "request_id": mapping.get(keys.REQUEST_ID),
+        "request_id": request_id,
         "method": request.method,
         "path": request.path,
         "status": status,

@@ -24,7 +24,6 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import keys
 from .._core.store import Context
 from ..events import (
     ClientDisconnected,
@@ -37,6 +36,7 @@ from ..events import (
     default_worker_id,
     next_connection_id,
 )
+from .middleware import OWN_RECORD
 
 logger = logging.getLogger("aioreqctx")
 
@@ -214,7 +214,8 @@ class ServerEvents:
             self._unhooked[protocol] = connection
         elif connection.current is not None and not connection.current.ended:
             self._end(connection, connection.current)  # aiohttp is done with it already
-        call = _Call(request, mapping[keys.REQUEST_ID], mapping[keys.START_MONOTONIC])
+        request_id, start, _ = request[OWN_RECORD]  # not the mapping: an observer may clear it
+        call = _Call(request, request_id, start)
         connection.current = call
         wants = self._wants
         # Only a ResponseCompleted needs the moment the request ends. Without one, the call is
