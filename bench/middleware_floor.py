@@ -37,7 +37,7 @@ from aioreqctx import keys
 from aioreqctx._core.request_view import REQUESTS_LOGGER
 from aioreqctx._core.store import current_mapping, enter
 from aioreqctx._core.timing import OperationTimings, server_timing_header
-from aioreqctx.web.middleware import CONTEXT_MAPPING
+from aioreqctx.web.middleware import CONTEXT_MAPPING, OWN_RECORD
 from aioreqctx.web.server_events import ServerEvents
 
 KEY = istr(keys.REQUEST_ID)
@@ -96,6 +96,7 @@ def namespace() -> dict[str, Any]:
         keys.OPERATIONS: OperationTimings(),
     }
     request[CONTEXT_MAPPING] = mapping
+    request[OWN_RECORD] = (INCOMING_ID, perf_counter(), OperationTimings())
     events = aioreqctx.RequestEvents(logger=filtered("bench.floor.events"))
     registry = aioreqctx.InFlightRegistry()
     filtered("bench.floor.lifecycle")

@@ -497,6 +497,8 @@ def test_a_job_whose_ack_fails_because_redis_went_away_is_closed(
         listener.cancel()
         with contextlib.suppress(BaseException):  # the listener lost Redis too
             await listener
+        with contextlib.suppress(Exception):  # closes the broker's connections to the dead server
+            await broker.shutdown()
 
     try:
         with capture("aioreqctx.jobs") as handler:

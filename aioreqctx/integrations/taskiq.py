@@ -54,7 +54,10 @@ class _OpenJob:
 
     def __init__(self, job: JobScope, replaced: _OpenJob | None) -> None:
         self.job, self.replaced = job, replaced
-        self.task = asyncio.current_task()
+        try:
+            self.task: asyncio.Task[Any] | None = asyncio.current_task()
+        except RuntimeError:  # no running loop: post_execute is then the only way to close
+            self.task = None
         if self.task is not None:
             self.task.add_done_callback(self.task_ended)
 
