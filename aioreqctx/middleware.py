@@ -60,6 +60,32 @@ UNTRUSTED_PEER: web.RequestKey[bool] = web.RequestKey("aioreqctx.untrusted_peer"
 headers are not believed, neither its ID nor, for ``DeadlineObserver``, its deadline."""
 
 
+STARTED_RESPONSE: web.RequestKey[web.StreamResponse] = web.RequestKey("aioreqctx.started")
+"""With ``setup()``: the response whose headers are going out (set by ``on_response_prepare``),
+so that a handler failing after it started one is reported with the status that was sent."""
+
+
+class ResponseCutShort(web.StreamResponse):
+    """Stands, for the access log and observers, for a response the handler started (its
+    headers, maybe part of its body, are on the wire) and then failed: the status and bytes
+    that went out. Preparing it closes the connection and raises ``ConnectionResetError``, so
+    aiohttp writes nothing more and logs this as a cut-short response (as it does a reset)."""
+
+    def __init__(self, started: web.StreamResponse, bytes_sent: int) -> None:
+        super().__init__(status=started.status, reason=started.reason)
+        self._bytes_sent = bytes_sent
+
+    @property
+    def body_length(self) -> int:
+        """What went out (headers and body) before the connection was cut."""
+        return self._bytes_sent
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        if request.transport is not None:
+            request.transport.close()
+        raise ConnectionResetError("the handler failed after its response started")
+
+
 SERVER_TIMING = istr("Server-Timing")
 _ERROR_STATUSES = frozenset((CLIENT_CLOSED_REQUEST, HTTPStatus.INTERNAL_SERVER_ERROR))
 
@@ -156,7 +182,7 @@ class RequestIdMiddleware:
         finished = tuple(observer.request_finished for observer in self.observers)
         object.__setattr__(self, "_finished", finished)
 
-    async def __call__(  # noqa: PLR0912 - one frame per request, on purpose
+    async def __call__(  # noqa: PLR0912, PLR0915 - one frame per request, on purpose
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
         # One coroutine per request: every frame, await and call saved here is paid by every
@@ -199,6 +225,8 @@ class RequestIdMiddleware:
                 else:
                     response = await handler(request)
             except web.HTTPException as raised:
+                if request.writer.output_size:  # another response went out already
+                    return self._cut_short(request, raised)
                 if not self._labelled_on_prepare:
                     self._label(raised, mapping)  # raised, so never prepared yet
                 raise
@@ -237,16 +265,37 @@ class RequestIdMiddleware:
             # reset, so aiohttp still writes the access line (it logs none for a cancellation).
             server_logger.debug("Client %s disconnected.", request.remote)
             response = web.Response(status=CLIENT_CLOSED_REQUEST)
-        elif isinstance(error, TimeoutError):
-            server_logger.debug("Request handler timed out.", exc_info=error)
-            return _error_response(HTTPStatus.GATEWAY_TIMEOUT)
         elif isinstance(error, ConnectionResetError) and _client_gone(request):
             # Not a server error: the client hung up mid-response (a streaming write raised).
             server_logger.debug("Client %s disconnected.", request.remote, exc_info=error)
             response = web.Response(status=CLIENT_CLOSED_REQUEST)
+        elif request.writer.output_size:  # a second response would corrupt the first
+            return self._cut_short(request, error)
+        elif isinstance(error, TimeoutError):
+            server_logger.debug("Request handler timed out.", exc_info=error)
+            return _error_response(HTTPStatus.GATEWAY_TIMEOUT)
         else:
             server_logger.error("Error handling request from %s", request.remote, exc_info=error)
             response = _error_response(HTTPStatus.INTERNAL_SERVER_ERROR)
+        response[UNHANDLED_ERROR] = error
+        return response
+
+    @staticmethod
+    def _cut_short(request: web.Request, error: BaseException) -> web.StreamResponse:
+        """The handler failed after its response started: logged with the request's ID, and
+        the response cut short as aiohttp does without a middleware (no second response on the
+        wire, the connection closed). The bare middleware, which sees no
+        ``on_response_prepare``, does not know the started response: it raises, and aiohttp
+        logs the error (in the request's context) and cuts the response short itself."""
+        started = request.get(STARTED_RESPONSE)
+        if started is None:
+            raise RuntimeError("the handler failed after its response started") from error
+        server_logger.error(
+            "Error handling request from %s after its response started; cut short",
+            request.remote,
+            exc_info=error,
+        )
+        response = ResponseCutShort(started, request.writer.output_size)
         response[UNHANDLED_ERROR] = error
         return response
 
@@ -257,7 +306,11 @@ class RequestIdMiddleware:
         response: web.StreamResponse | None,
         error: BaseException | None,
     ) -> None:
-        if error is None and response is not None and response.status in _ERROR_STATUSES:
+        if (
+            error is None
+            and response is not None
+            and (response.status in _ERROR_STATUSES or type(response) is ResponseCutShort)
+        ):
             error = response.get(UNHANDLED_ERROR)  # a KeyError inside: not on every request
         for finished in self._finished:
             try:
@@ -271,6 +324,7 @@ class RequestIdMiddleware:
             mapping = request[REQUEST_CONTEXT]
         except KeyError:  # a request the middleware never saw (aiohttp's own error pages)
             return
+        request[STARTED_RESPONSE] = response
         response.headers[self._header] = mapping[keys.REQUEST_ID]
         if self.server_timing:
             self._add_server_timing(response, mapping)
