@@ -132,6 +132,8 @@ class RequestIdMiddleware:
     _finished: tuple[Callable[..., None], ...] = field(init=False, repr=False)
     # Set by setup(): on_response_prepare labels every response, so the middleware need not.
     _labelled_on_prepare: bool = field(default=False, init=False, repr=False)
+    # Set once this instance has said (at DEBUG) that it passes requests through.
+    _told_passing_through: bool = field(default=False, init=False, repr=False)
 
     __middleware_version__: ClassVar[int] = 1  # an aiohttp "new-style" middleware
 
@@ -188,6 +190,8 @@ class RequestIdMiddleware:
         # One coroutine per request: every frame, await and call saved here is paid by every
         # request (bench/RESULTS.md). The default configuration (one header, the stock
         # validator) is checked inline; the rare paths are plain methods.
+        if (outer := current_mapping.get(None)) is not None and self._inside(request, outer):
+            return await handler(request)  # a second instance: the first one's ID stands
         rejected: Rejected | None = None
         if self._single_header:
             request_id = request.headers.get(self._incoming)
@@ -245,6 +249,22 @@ class RequestIdMiddleware:
         finally:
             if self._observed:
                 self._tell_finished(request, mapping, response, error)
+
+    def _inside(self, request: web.Request, outer: Context) -> bool:
+        """Whether another instance (listed twice, or in a sub-application too) already opened
+        this request's context: one ID per request, so this one passes it through."""
+        if request.get(REQUEST_CONTEXT) is not outer:
+            return False
+        if not self._told_passing_through:
+            object.__setattr__(self, "_told_passing_through", True)
+            logger.debug(
+                "a second RequestIdMiddleware (%s %s) found the request's context already "
+                "open, so it passes requests through and its options are not used: list it "
+                "once, on the main application only",
+                request.method,
+                request.path,
+            )
+        return True
 
     def _note_rejected(self, request: web.Request, mapping: Context, rejected: Rejected) -> None:
         """Kept in the request's context, and logged in it (the line carries the new ID)."""
