@@ -22,8 +22,9 @@ from datetime import UTC, datetime
 from aiohttp import ClientTimeout, web
 
 from . import keys
-from .ids import escaped, is_valid_request_id
+from .ids import escaped
 from .middleware import UNTRUSTED_PEER
+from .options import OPTIONAL_HEADER_NAME, check
 from .store import Context, current_mapping
 
 DEADLINE_HEADER = "X-Request-Deadline"
@@ -111,12 +112,7 @@ class DeadlineObserver:
     max_budget: float = 300.0
 
     def __post_init__(self) -> None:
-        if self.header is not None and (
-            not isinstance(self.header, str)
-            or not is_valid_request_id(self.header)
-            or ":" in self.header
-        ):
-            raise ValueError(f"header: {self.header!r} is not a valid HTTP header name")
+        check("DeadlineObserver", "header", self.header, OPTIONAL_HEADER_NAME)
         for option in ("budget", "max_budget"):
             value = getattr(self, option)
             if option == "budget" and value is None:

@@ -35,6 +35,7 @@ from .ids import (
     trace_id_of,
 )
 from .observers import RequestObserver
+from .options import check
 from .snapshot import snapshot
 from .store import Context, current_mapping, enter
 from .timing import OperationTimings, server_timing_header
@@ -138,22 +139,8 @@ class RequestIdMiddleware:
     __middleware_version__: ClassVar[int] = 1  # an aiohttp "new-style" middleware
 
     def __post_init__(self) -> None:
-        names: object = self.header_names
-        if isinstance(names, str) or not self.header_names:
-            raise ValueError("header_names must be a non-empty tuple of header names")
-        for name in (*self.header_names, self.response_header):
-            if not isinstance(name, str) or not is_valid_request_id(name) or ":" in name:
-                raise ValueError(f"{name!r} is not a valid HTTP header name")
-        if self.on_invalid not in ("regenerate", "reject"):
-            raise ValueError(
-                f"on_invalid must be 'regenerate' or 'reject', not {self.on_invalid!r}"
-            )
-        for option in ("validator", "generator"):
-            if not callable(getattr(self, option)):
-                raise TypeError(f"{option} must be callable, not {getattr(self, option)!r}")
-        networks: object = self.trusted_networks
-        if isinstance(networks, str):
-            raise ValueError("trusted_networks must be a tuple of CIDR strings, not one string")
+        for option in MIDDLEWARE_OPTIONS:
+            check("RequestIdMiddleware", option, getattr(self, option))
         object.__setattr__(self, "_networks", parse_networks(self.trusted_networks))
         object.__setattr__(self, "_validate", checked_validator(self.validator))
         object.__setattr__(self, "_generate", checked_generator(self.generator))
@@ -377,6 +364,12 @@ class RequestIdMiddleware:
         total_ms = (perf_counter() - mapping[keys.START_MONOTONIC]) * 1000.0
         operations: OperationTimings = mapping[keys.OPERATIONS]
         response.headers[SERVER_TIMING] = server_timing_header(total_ms, operations.entries())
+
+
+MIDDLEWARE_OPTIONS = tuple(
+    name for name in RequestIdMiddleware.__dataclass_fields__ if name[0] != "_"
+)
+"""The options ``RequestIdMiddleware`` takes, each checked by its shared rule (``options``)."""
 
 
 def _only_cancelled_by_the_disconnect() -> bool:
