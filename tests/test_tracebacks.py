@@ -5,8 +5,8 @@ from __future__ import annotations
 import ast
 import logging
 import sys
-from urllib.parse import quote
 from collections.abc import Callable
+from urllib.parse import quote
 
 import aiohttp
 import pytest
