@@ -67,11 +67,11 @@ def _escape_parts(part: traceback.TracebackException) -> None:
             setattr(part, name, escape_line_breaks(value.rstrip("\n")))
 
 
-def _escaped_note(note: object) -> object:
+def _escaped_note(note: object) -> str:
     try:
         return escape_line_breaks(str(note))
-    except Exception:  # noqa: BLE001 - traceback prints its own placeholder for it
-        return note
+    except Exception:  # noqa: BLE001 - traceback's own placeholder for it
+        return "<note str() failed>"
 
 
 def _chain(

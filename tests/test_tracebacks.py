@@ -11,6 +11,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 from aiohttp import web
+from yarl import URL
 
 import aioreqctx as context
 from aioreqctx.tracebacks import format_exception
@@ -101,7 +102,7 @@ def test_notes_and_syntax_errors_from_request_input_forge_no_line(
         app.router.add_get(r"/note/{tail:[\s\S]*}", fails_with_a_note)
         app.router.add_get("/eval", evaluates_input)
         async with serving(app) as port, aiohttp.ClientSession() as session:
-            url = aiohttp.client.URL(f"http://127.0.0.1:{port}{path}", encoded=True)
+            url = URL(f"http://127.0.0.1:{port}{path}", encoded=True)
             async with session.get(url, headers={"X-Request-ID": "tb-2"}) as response:
                 assert response.status == 500
         await eventually(lambda: len(handler.records) == 1)
