@@ -20,7 +20,7 @@ import aioreqctx as context
 from aioreqctx import keys
 
 from .conftest import LoopFactory, run
-from .http_helpers import get_request, raw_exchange, read_response
+from .http_helpers import get_request, raw_exchange, read_response, serving
 from .log_capture import capture
 from .waiting import abandon, until
 
@@ -268,17 +268,12 @@ def test_header_token_lets_in_only_the_token_and_refuses_a_missing_one(
         app = web.Application()
         context.setup(app, registry=registry)
         app.router.add_get("/_inflight", registry.handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}/_inflight"
-        try:
+        async with serving(app) as port:
             return [
-                await inflight_status(aiohttp.TCPConnector(), url, **headers)
+                await inflight_status(
+                    aiohttp.TCPConnector(), f"http://127.0.0.1:{port}/_inflight", **headers
+                )
                 for headers in ({}, {"X-Ops-Token": "guess"}, {"X-Ops-Token": "s3cret"})
             ]
-        finally:
-            await runner.cleanup()
 
     assert run(loop_factory, main) == [403, 403, 200]
