@@ -360,7 +360,7 @@ def test_the_bare_middleware_twice_still_gives_one_id_per_request(
     second = context.RequestIdMiddleware(response_header="X-Other-ID")
 
     async def handler(request: web.Request) -> web.Response:
-        logging.getLogger("shop").info("handled")
+        logging.getLogger("tests.twice").info("handled")
         return web.Response(text=str(context.get(context.REQUEST_ID)))
 
     def make() -> web.Application:
@@ -382,12 +382,12 @@ def test_the_bare_middleware_twice_still_gives_one_id_per_request(
                 get_request("/api/x", b"X-Request-ID: twice-2"),
             )
 
-    logging.getLogger("shop").addFilter(seen)
+    logging.getLogger("tests.twice").addFilter(seen)
     try:
-        with attached("aioreqctx", lines), attached("shop", ListHandler()):
+        with attached("aioreqctx", lines), attached("tests.twice", ListHandler()):
             replies = run(loop_factory, main)
     finally:
-        logging.getLogger("shop").removeFilter(seen)
+        logging.getLogger("tests.twice").removeFilter(seen)
     ids = [reply.all("X-Request-ID") for reply in replies]
     assert is_uuid4(ids[0][0])
     assert ids[1] == ["twice-2"]
