@@ -25,6 +25,7 @@ from ._core.factories import (
 from ._core.ids import is_safe_request_id, is_valid_request_id, new_request_id
 from ._core.jobs import unit_of_work
 from ._core.layered import LayeredContext
+from ._core.options import OptionError
 from ._core.lazy import lazy_names
 from ._core.request_view import RequestContext
 from ._core.serving_loop import loop_factory
@@ -103,6 +104,8 @@ __all__ = (  # noqa: RUF022 - grouped by layer, sorted within a group
     "is_safe_request_id",
     "is_valid_request_id",
     "new_request_id",
+    # A misconfiguration, refused at set-up by every constructor, names the option.
+    "OptionError",
     # Logging (aioreqctx.log).
     "RequestContextFilter",
     "add_request_context",

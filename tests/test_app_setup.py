@@ -27,13 +27,19 @@ from .http_helpers import serving
         ({"registry": {}}, "registry must be an InFlightRegistry"),
         ({"collector": 3}, "collector must be a LifecycleCollector"),
         ({"task_factory": "copy"}, "task_factory must be a task factory"),
-        ({"header_names": "X-Request-ID"}, "header_names must be a tuple of header names"),
+        (
+            {"header_names": "X-Request-ID"},
+            "header_names must be a non-empty tuple of header names",
+        ),
         ({"trusted_networks": "10.0.0.0/8"}, "trusted_networks must be a tuple of CIDR strings"),
         ({"response_header": None}, "response_header must be a header name"),
         ({"generator": "uuid4"}, "generator must be a function"),
         ({"validator": None}, "validator must be a function"),
         ({"on_invalid": "drop"}, "on_invalid must be 'regenerate' or 'reject'"),
         ({"header_name": "X-Id"}, "got an unexpected option 'header_name'"),
+        ({"response_header": "Request@ID"}, "response_header must be a header name (letters"),
+        ({"response_header": "X/Req"}, "response_header must be a header name (letters"),
+        ({"header_names": ("X-Request-ID", "X Req")}, "header_names must be a non-empty tuple"),
     ],
 )
 def test_a_bad_option_is_refused_by_setup_naming_it(options: dict[str, Any], named: str) -> None:
@@ -43,6 +49,20 @@ def test_a_bad_option_is_refused_by_setup_naming_it(options: dict[str, Any], nam
     assert str(refused.value).startswith("setup()")
     assert named in str(refused.value)
     assert not app.middlewares  # nothing half-installed
+
+
+def test_setup_after_the_app_started_is_refused_by_name(loop_factory: LoopFactory) -> None:
+    async def main() -> None:
+        app = web.Application()
+        runner = web.AppRunner(app)
+        await runner.setup()
+        try:
+            with pytest.raises(RuntimeError, match=r"setup\(\) was called on an application that"):
+                context.setup(app)
+        finally:
+            await runner.cleanup()
+
+    run(loop_factory, main)
 
 
 def test_the_option_table_covers_every_middleware_field() -> None:

@@ -46,6 +46,7 @@ TOP_LEVEL = (
     "is_safe_request_id",
     "is_valid_request_id",
     "new_request_id",
+    "OptionError",
     # Logging.
     "RequestContextFilter",
     "add_request_context",
@@ -94,6 +95,7 @@ NAMESPACES = {
         "RequestObserver",
         "access_logger_for",
         "from_loopback",
+        "header_token",
         "level_for_status",
         "request_id_middleware",
         "setup",

@@ -149,12 +149,25 @@ def parse_networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
     return tuple(networks)
 
 
-def is_trusted(remote: str | None, networks: tuple[Network, ...]) -> bool:
-    """Whether a peer address (``request.remote``) is inside one of ``networks``."""
+def peer_address(remote: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A peer address (``request.remote``) as an IP address, None for none (a Unix socket).
+
+    An IPv4-mapped IPv6 address (``::ffff:127.0.0.1``: an IPv4 peer of a dual-stack socket) is
+    the IPv4 address it stands for, so every rule on peers gives one answer on every Python
+    (3.13's ``is_loopback`` unmaps it, 3.11's and 3.12's do not).
+    """
     if remote is None:
-        return False
+        return None
     try:
         address = ipaddress.ip_address(remote)
     except ValueError:
-        return False
-    return any(address in network for network in networks)
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def is_trusted(remote: str | None, networks: tuple[Network, ...]) -> bool:
+    """Whether a peer address (``request.remote``) is inside one of ``networks``."""
+    address = peer_address(remote)
+    return address is not None and any(address in network for network in networks)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Mapping
+from itertools import islice
 from typing import Any
 
 logger = logging.getLogger("aioreqctx")
@@ -24,9 +25,10 @@ def snapshot(mapping: Mapping[str, Any]) -> dict[str, Any]:
 
     Values are copied one key at a time with one memo, so two keys that refer to the same
     object still do in the copy. A value that cannot be deep-copied is shared instead, and the
-    memo entries its failed attempt left behind (half-built copies) are thrown away with it:
-    another key that refers to the same object then fails too and shares the original, rather
-    than getting an empty shell.
+    memo entries its failed attempt added (half-built copies) are thrown away with it, and
+    only those, only then: another key that refers to the same object then fails too and
+    shares the original, rather than getting an empty shell. The memo is never copied, so a
+    snapshot costs one deep copy however many mutable values it holds.
     """
     copied = dict(mapping)
     if _IMMUTABLE_TYPES.issuperset(map(type, copied.values())):
@@ -34,14 +36,20 @@ def snapshot(mapping: Mapping[str, Any]) -> dict[str, Any]:
     memo: dict[int, Any] = {}
     for key, value in copied.items():
         if type(value) not in _IMMUTABLE_TYPES:
-            attempt = dict(memo)
+            size = len(memo)
             try:
-                copied[key] = copy.deepcopy(value, attempt)
+                copied[key] = copy.deepcopy(value, memo)
             except Exception as error:  # noqa: BLE001 - any failure means "cannot copy": share
+                _roll_back(memo, size)
                 _warn_shared(key, value, error)
-            else:
-                memo = attempt
     return copied
+
+
+def _roll_back(memo: dict[int, Any], size: int) -> None:
+    """Forget what a failed copy added to ``memo`` (its newest entries: a deep copy only ever
+    adds to it), so no later key gets a half-built copy; the rest of the table is untouched."""
+    for added in list(islice(reversed(memo), len(memo) - size)):
+        del memo[added]
 
 
 def _warn_shared(key: str, value: Any, error: Exception) -> None:

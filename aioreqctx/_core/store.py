@@ -18,6 +18,7 @@ from contextvars import ContextVar, Token
 from types import MappingProxyType
 from typing import Any
 
+from .. import keys
 from .layered import note_write
 from .snapshot import snapshot
 from .sync_or_async import SyncOrAsync
@@ -179,12 +180,21 @@ class scope(SyncOrAsync[Context]):  # noqa: N801 - used like contextlib's lower-
 
     Works as ``with`` and ``async with``; yields the new mapping. Inside a task it also points
     ``task.context`` at the new mapping for the duration, as the factories' contract promises.
+    ``request_id=`` is the request ID (stored under ``aioreqctx.REQUEST_ID``, the key log lines
+    read it from), as ``scope({aioreqctx.REQUEST_ID: ...})``.
     """
 
     __slots__ = ("_initial", "_previous_attr", "_task", "_token", "_untasked_token")
 
     def __init__(self, initial: Mapping[str, Any] | None = None, /, **values: Any) -> None:
         self._initial = {**(initial or {}), **values}
+        if "request_id" in values:  # the log field's name: meant as the request ID
+            request_id = self._initial.pop("request_id")
+            if self._initial.setdefault(keys.REQUEST_ID, request_id) != request_id:
+                raise ValueError(
+                    "scope(): request_id= and aioreqctx.REQUEST_ID "
+                    f"({keys.REQUEST_ID!r}) both given, with different values"
+                )
         self._token: Token[Context] | None = None
         self._task: asyncio.Task[Any] | None = None
         self._previous_attr: Any = _UNSET

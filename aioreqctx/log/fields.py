@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import keys
 from .._core.ids import NO_REQUEST_ID, logged_id
+from .._core.options import check
 from .._core.store import current_mapping
 from .logging_context import pushed_layer
 
@@ -33,6 +34,8 @@ def field_adder(
     context_keys: Mapping[str, str] | None = None,
     default: Any = DEFAULT_REQUEST_ID,
     extra_fields: Callable[[], Mapping[str, Any]] | None = None,
+    *,
+    owner: str,
 ) -> FieldAdder:
     """The function that adds the request's fields to a log line.
 
@@ -43,8 +46,9 @@ def field_adder(
     line and its fields added (one it returns as None gets ``default`` too), e.g.
     ``aioreqctx.integrations.otel.otel_log_fields`` for the active span's ``trace_id`` and
     ``span_id`` (OpenTelemetry's span lookup costs about twice everything else here).
+    ``owner`` names the caller in the error a bad option gets.
     """
-    pairs = _checked(context_keys)
+    pairs = _checked(owner, context_keys)
     current = current_mapping.get
     pushed = pushed_layer.get
     request_id_key, metadata_key = keys.REQUEST_ID, keys.METADATA
@@ -87,7 +91,8 @@ def field_adder(
     return add_fields
 
 
-def _checked(context_keys: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+def _checked(owner: str, context_keys: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    check(owner, "context_keys", context_keys)
     pairs = tuple((context_keys or {}).items())
     for key, name in pairs:
         if not isinstance(key, str) or not isinstance(name, str) or not name.isidentifier():

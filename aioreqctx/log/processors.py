@@ -27,7 +27,7 @@ def request_context_processor(
     ``request_context_processor(context_keys={"user.id": "user_id"}, default=None)``;
     ``aioreqctx.add_request_context`` is the one with every default.
     """
-    return field_adder(context_keys, default, extra_fields)
+    return field_adder(context_keys, default, extra_fields, owner="request_context_processor()")
 
 
 add_request_context = request_context_processor()

@@ -36,7 +36,9 @@ class RequestContextFilter(logging.Filter):
         extra_fields: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__(name)
-        self._add_fields = field_adder(context_keys, default, extra_fields)
+        self._add_fields = field_adder(
+            context_keys, default, extra_fields, owner="RequestContextFilter"
+        )
 
     def filter(self, record: logging.LogRecord) -> bool:
         self._add_fields(None, "", record.__dict__)
@@ -59,7 +61,9 @@ def install_log_record_factory(
     Undoing restores it if nothing was installed on top since; otherwise ours only stops adding
     fields, so the later factory keeps its chain.
     """
-    add_fields = field_adder(context_keys, default, extra_fields)
+    add_fields = field_adder(
+        context_keys, default, extra_fields, owner="install_log_record_factory()"
+    )
     previous = logging.getLogRecordFactory()
     active = True
 

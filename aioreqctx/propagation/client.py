@@ -26,7 +26,8 @@ from multidict import CIMultiDict, istr
 from .. import keys
 from .._core.deadline import DEADLINE_HEADER, format_deadline, remaining_time
 from .._core.id_callbacks import checked_generator
-from .._core.ids import is_valid_request_id, new_request_id, sendable_id
+from .._core.ids import new_request_id, sendable_id
+from .._core.options import HEADER_NAME, OPTIONAL_HEADER_NAME, check
 from .._core.store import current_mapping
 
 _DEFAULT_CLIENT_TIMEOUT = ClientTimeout(total=5 * 60, sock_connect=30)  # aiohttp's own default
@@ -59,17 +60,10 @@ class ClientPropagation:
     _deadline_header: istr | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        for name in (self.header, self.deadline_header):
-            if name is not None and (
-                not isinstance(name, str) or not is_valid_request_id(name) or ":" in name
-            ):
-                raise ValueError(f"{name!r} is not a valid HTTP header name")
-        if self.outside_request not in ("skip", "generate"):
-            raise ValueError(
-                f"outside_request must be 'skip' or 'generate', not {self.outside_request!r}"
-            )
-        if not callable(self.generator):
-            raise TypeError(f"generator must be callable, not {self.generator!r}")
+        check("ClientPropagation", "header", self.header, HEADER_NAME)
+        check("ClientPropagation", "deadline_header", self.deadline_header, OPTIONAL_HEADER_NAME)
+        for option in ("outside_request", "generator"):
+            check("ClientPropagation", option, getattr(self, option))
         object.__setattr__(self, "_header", istr(self.header))
         object.__setattr__(self, "_generate", checked_generator(self.generator))
         deadline = None if self.deadline_header is None else istr(self.deadline_header)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from .access_log import AccessLogger, access_logger_for
     from .app import setup
     from .deadline import DeadlineObserver
-    from .inflight import InFlightEntry, InFlightRegistry, from_loopback
+    from .inflight import InFlightEntry, InFlightRegistry, from_loopback, header_token
     from .middleware import (
         CLIENT_CLOSED_REQUEST,
         CONTEXT_MAPPING,
@@ -41,6 +41,7 @@ __all__ = (
     "RequestObserver",
     "access_logger_for",
     "from_loopback",
+    "header_token",
     "level_for_status",
     "request_id_middleware",
     "setup",
@@ -52,7 +53,7 @@ __getattr__, __dir__ = lazy_names(
         ".access_log": ("AccessLogger", "access_logger_for"),
         ".app": ("setup",),
         ".deadline": ("DeadlineObserver",),
-        ".inflight": ("InFlightEntry", "InFlightRegistry", "from_loopback"),
+        ".inflight": ("InFlightEntry", "InFlightRegistry", "from_loopback", "header_token"),
         ".middleware": (
             "CLIENT_CLOSED_REQUEST",
             "CONTEXT_MAPPING",

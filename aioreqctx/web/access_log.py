@@ -60,7 +60,7 @@ class AccessLogger(AbstractAccessLogger):
                 "duration_ms": round(time * 1000.0, 3),
                 "remote": request.remote,
                 "user_agent": request.headers.get("User-Agent"),
-                "disconnected": request.transport is None,
+                "disconnected": _disconnected(request),
             },
         )
 
@@ -70,3 +70,9 @@ def access_logger_for(target: Any) -> type[AccessLogger]:
     its name; pass it as ``access_log_class``."""
     event_sink(target)  # refuses anything that is not a logger, now rather than per request
     return type("BoundAccessLogger", (AccessLogger,), {"target": target})
+
+
+def _disconnected(request: BaseRequest) -> bool:
+    """The client left, or the server cut the response short (a handler failed mid-response)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()

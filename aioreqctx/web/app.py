@@ -16,10 +16,11 @@ from typing import Any
 from aiohttp import web
 
 from .._core.factories import TaskFactory
+from .._core.options import RULES, Rule, check_all, exactly
 from .._core.serving_loop import factory_while_serving
 from ..events import LifecycleCollector, LifecycleEvent, NoopCollector, as_collector
 from .inflight import InFlightRegistry
-from .middleware import RequestIdMiddleware
+from .middleware import MIDDLEWARE_OPTIONS, RequestIdMiddleware
 from .observers import RequestObserver
 from .request_events import RequestEvents
 from .server_events import ServerEvents
@@ -27,61 +28,30 @@ from .server_events import ServerEvents
 MIDDLEWARE: web.AppKey[RequestIdMiddleware] = web.AppKey("aioreqctx.middleware")
 
 
-def _sequence_of(kind: type) -> Callable[[Any], bool]:
-    return lambda value: (
-        isinstance(value, tuple | list) and all(isinstance(item, kind) for item in value)
-    )
-
-
-def _exactly(kind: type) -> Callable[[Any], bool]:
-    return lambda value: type(value) is kind
-
-
-def _optional(accepts: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda value: value is None or accepts(value)
-
-
 def _is_collector(value: Any) -> bool:
     return value is None or callable(value) or callable(getattr(value, "record", None))
 
 
-OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
+OPTIONS: dict[str, Rule] = {
     # setup's own options
     "collector": (_is_collector, "a LifecycleCollector, a function taking one event, or None"),
-    "worker_id": (_optional(_exactly(int)), "an int or None"),
+    "worker_id": (lambda value: value is None or exactly(int)(value), "an int or None"),
     "request_events": (
         lambda value: type(value) is bool or isinstance(value, RequestEvents),
         "True, False or a RequestEvents",
     ),
     "registry": (
-        _optional(lambda value: isinstance(value, InFlightRegistry)),
+        lambda value: value is None or isinstance(value, InFlightRegistry),
         "an InFlightRegistry",
     ),
-    "task_factory": (_optional(callable), "a task factory (loop, coro, **kwargs) or None"),
-    # RequestIdMiddleware's fields
-    "header_names": (_sequence_of(str), "a tuple of header names"),
-    "response_header": (lambda value: isinstance(value, str), "a header name (a string)"),
-    "validator": (callable, "a function taking an ID and returning a bool"),
-    "generator": (callable, "a function returning a new ID"),
-    "on_invalid": (lambda value: value in ("regenerate", "reject"), "'regenerate' or 'reject'"),
-    "trusted_networks": (_sequence_of(str), "a tuple of CIDR strings"),
-    "server_timing": (_exactly(bool), "True or False"),
-    "observers": (_sequence_of(object), "a tuple of request observers"),
+    "task_factory": (
+        lambda value: value is None or callable(value),
+        "a task factory (loop, coro, **kwargs) or None",
+    ),
+    # RequestIdMiddleware's fields, checked by the rules the middleware itself uses
+    **{name: RULES[name] for name in MIDDLEWARE_OPTIONS},
 }
 """Every option ``setup`` takes: what it accepts, and how the error describes it."""
-
-
-def check_options(options: dict[str, Any]) -> None:
-    """Refuse an unknown option or a value of the wrong kind, naming the option."""
-    for name, value in options.items():
-        rule = OPTIONS.get(name)
-        if rule is None:
-            raise TypeError(
-                f"setup() got an unexpected option {name!r}; the options are: {', '.join(OPTIONS)}"
-            )
-        accepts, expected = rule
-        if not accepts(value):
-            raise TypeError(f"setup(): {name} must be {expected}, not {value!r}")
 
 
 def setup(
@@ -104,7 +74,8 @@ def setup(
     (an ``InFlightRegistry`` of the requests in flight) and ``task_factory`` (put on the loop
     that serves the app while it runs, so the tasks handlers spawn go through it).
     """
-    check_options(
+    check_all(
+        "setup()",
         {
             "collector": collector,
             "worker_id": worker_id,
@@ -112,8 +83,14 @@ def setup(
             "registry": registry,
             "task_factory": task_factory,
             **options,
-        }
+        },
+        OPTIONS,
     )
+    if app.middlewares.frozen:  # frozenlist's documented flag
+        raise RuntimeError(
+            "aioreqctx.setup() was called on an application that has started (AppRunner.setup() "
+            "or web.run_app froze its middlewares and signals): call it while building the app"
+        )
     if MIDDLEWARE in app:
         raise RuntimeError(
             "aioreqctx.setup() was already called for this application: call it once, "

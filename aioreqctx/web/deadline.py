@@ -15,7 +15,8 @@ from aiohttp import web
 
 from .. import keys
 from .._core.deadline import DEADLINE_HEADER, parse_deadline
-from .._core.ids import escaped, is_valid_request_id
+from .._core.ids import escaped
+from .._core.options import OPTIONAL_HEADER_NAME, check
 from .._core.store import Context
 from .middleware import UNTRUSTED_PEER
 
@@ -37,12 +38,7 @@ class DeadlineObserver:
     max_budget: float = 300.0
 
     def __post_init__(self) -> None:
-        if self.header is not None and (
-            not isinstance(self.header, str)
-            or not is_valid_request_id(self.header)
-            or ":" in self.header
-        ):
-            raise ValueError(f"header: {self.header!r} is not a valid HTTP header name")
+        check("DeadlineObserver", "header", self.header, OPTIONAL_HEADER_NAME)
         for option in ("budget", "max_budget"):
             value = getattr(self, option)
             if option == "budget" and value is None:

@@ -16,7 +16,7 @@ reader works on a copy and ``pop`` tolerates a key already gone.
 
 from __future__ import annotations
 
-import ipaddress
+import hmac
 import json
 import logging
 import math
@@ -27,7 +27,9 @@ from typing import Any, NamedTuple
 from aiohttp import web
 
 from .._core.emit import event_sink
+from .._core.ids import peer_address
 from .._core.jsonsafe import JsonValue, json_safe
+from .._core.options import HEADER_NAME, Rule, check
 from .._core.store import Context
 from .._core.timing import OperationTimings
 from ..keys import OPERATIONS, REQUEST_ID, START_MONOTONIC, START_TIME
@@ -67,15 +69,38 @@ _STARTED = InFlightEntry._fields.index("started")
 
 
 def from_loopback(request: web.Request) -> bool:
-    """The default ``allow``: the peer is on this machine (127.0.0.0/8 or ::1).
+    """The default ``allow``: the peer is on this machine (127.0.0.0/8, ::1, or
+    ``::ffff:127.0.0.1`` on a dual-stack socket, on every Python).
 
     Behind a reverse proxy on the same machine every request comes from loopback: pass an
-    ``allow`` of your own there (a token header, the proxy's client address).
+    ``allow`` of your own there (``header_token``, the proxy's client address).
     """
-    try:
-        return request.remote is not None and ipaddress.ip_address(request.remote).is_loopback
-    except ValueError:  # a Unix socket's peer, or no address at all
-        return False
+    address = peer_address(request.remote)  # None: a Unix socket's peer, or no address
+    return address is not None and address.is_loopback
+
+
+def header_token(header: str, token: str) -> Callable[[web.Request], bool]:
+    """An ``allow`` letting in requests whose ``header`` holds ``token`` (compared in constant
+    time). A token that is not a non-empty string is refused here: the guard
+    ``lambda r: r.headers.get(header) == os.environ.get("OPS_TOKEN")`` lets in everyone who
+    sends no header while the variable is unset (``None == None``)."""
+    check("header_token()", "header", header, HEADER_NAME)
+    check("header_token()", "token", token, _SECRET)
+    expected = token.encode("utf-8", "surrogateescape")
+
+    def allow(request: web.Request) -> bool:
+        sent = request.headers.get(header)
+        return sent is not None and hmac.compare_digest(
+            sent.encode("utf-8", "surrogateescape"), expected
+        )
+
+    return allow
+
+
+_SECRET: Rule = (
+    lambda value: isinstance(value, str) and value != "",
+    "a non-empty string (None means its environment variable is unset)",
+)
 
 
 class InFlightRegistry:

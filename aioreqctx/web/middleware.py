@@ -34,6 +34,7 @@ from .._core.ids import (
     parse_networks,
     trace_id_of,
 )
+from .._core.options import check
 from .._core.snapshot import snapshot
 from .._core.store import Context, current_mapping, enter
 from .._core.timing import OperationTimings, server_timing_header
@@ -65,6 +66,32 @@ OWN_RECORD: web.RequestKey[OwnRecord] = web.RequestKey("aioreqctx.own_record")
 UNTRUSTED_PEER: web.RequestKey[bool] = web.RequestKey("aioreqctx.untrusted_peer")
 """True on a request whose peer is outside ``trusted_networks`` (absent otherwise): its
 headers are not believed, neither its ID nor, for ``DeadlineObserver``, its deadline."""
+
+
+STARTED_RESPONSE: web.RequestKey[web.StreamResponse] = web.RequestKey("aioreqctx.started")
+"""With ``setup()``: the response whose headers are going out (set by ``on_response_prepare``),
+so that a handler failing after it started one is reported with the status that was sent."""
+
+
+class ResponseCutShort(web.StreamResponse):
+    """Stands, for the access log and observers, for a response the handler started (its
+    headers, maybe part of its body, are on the wire) and then failed: the status and bytes
+    that went out. Preparing it closes the connection and raises ``ConnectionResetError``, so
+    aiohttp writes nothing more and logs this as a cut-short response (as it does a reset)."""
+
+    def __init__(self, started: web.StreamResponse, bytes_sent: int) -> None:
+        super().__init__(status=started.status, reason=started.reason)
+        self._bytes_sent = bytes_sent
+
+    @property
+    def body_length(self) -> int:
+        """What went out (headers and body) before the connection was cut."""
+        return self._bytes_sent
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        if request.transport is not None:
+            request.transport.close()
+        raise ConnectionResetError("the handler failed after its response started")
 
 
 SERVER_TIMING = istr("Server-Timing")
@@ -135,26 +162,14 @@ class RequestIdMiddleware:
     _startup: StartUpValues = field(default_factory=StartUpValues, init=False, repr=False)
     # Set by setup(): on_response_prepare labels every response, so the middleware need not.
     _labelled_on_prepare: bool = field(default=False, init=False, repr=False)
+    # Set once this instance has said (at DEBUG) that it passes requests through.
+    _told_passing_through: bool = field(default=False, init=False, repr=False)
 
     __middleware_version__: ClassVar[int] = 1  # an aiohttp "new-style" middleware
 
     def __post_init__(self) -> None:
-        names: object = self.header_names
-        if isinstance(names, str) or not self.header_names:
-            raise ValueError("header_names must be a non-empty tuple of header names")
-        for name in (*self.header_names, self.response_header):
-            if not isinstance(name, str) or not is_valid_request_id(name) or ":" in name:
-                raise ValueError(f"{name!r} is not a valid HTTP header name")
-        if self.on_invalid not in ("regenerate", "reject"):
-            raise ValueError(
-                f"on_invalid must be 'regenerate' or 'reject', not {self.on_invalid!r}"
-            )
-        for option in ("validator", "generator"):
-            if not callable(getattr(self, option)):
-                raise TypeError(f"{option} must be callable, not {getattr(self, option)!r}")
-        networks: object = self.trusted_networks
-        if isinstance(networks, str):
-            raise ValueError("trusted_networks must be a tuple of CIDR strings, not one string")
+        for option in MIDDLEWARE_OPTIONS:
+            check("RequestIdMiddleware", option, getattr(self, option))
         object.__setattr__(self, "_networks", parse_networks(self.trusted_networks))
         object.__setattr__(self, "_validate", checked_validator(self.validator))
         object.__setattr__(self, "_generate", checked_generator(self.generator))
@@ -191,6 +206,8 @@ class RequestIdMiddleware:
         # One coroutine per request: every frame, await and call saved here is paid by every
         # request (bench/RESULTS.md). The default configuration (one header, the stock
         # validator) is checked inline; the rare paths are plain methods.
+        if (outer := current_mapping.get(None)) is not None and self._inside(request, outer):
+            return await handler(request)  # a second instance: the first one's ID stands
         rejected: Rejected | None = None
         if self._single_header:
             request_id = request.headers.get(self._incoming)
@@ -230,6 +247,8 @@ class RequestIdMiddleware:
                 else:
                     response = await handler(request)
             except web.HTTPException as raised:
+                if request.writer.output_size:  # another response went out already
+                    return self._cut_short(request, raised)
                 if not self._labelled_on_prepare:
                     self._label(raised, own)  # raised, so never prepared yet
                 raise
@@ -248,6 +267,22 @@ class RequestIdMiddleware:
         finally:
             if self._observed:
                 self._tell_finished(request, mapping, response, error)
+
+    def _inside(self, request: web.Request, outer: Context) -> bool:
+        """Whether another instance (listed twice, or in a sub-application too) already opened
+        this request's context: one ID per request, so this one passes it through."""
+        if request.get(CONTEXT_MAPPING) is not outer:
+            return False
+        if not self._told_passing_through:
+            object.__setattr__(self, "_told_passing_through", True)
+            logger.debug(
+                "a second RequestIdMiddleware (%s %s) found the request's context already "
+                "open, so it passes requests through and its options are not used: list it "
+                "once, on the main application only",
+                request.method,
+                request.path,
+            )
+        return True
 
     def _note_rejected(self, request: web.Request, mapping: Context, rejected: Rejected) -> None:
         """Kept in the request's context, and logged in it (the line carries the new ID)."""
@@ -268,16 +303,37 @@ class RequestIdMiddleware:
             # reset, so aiohttp still writes the access line (it logs none for a cancellation).
             server_logger.debug("Client %s disconnected.", request.remote)
             response = web.Response(status=CLIENT_CLOSED_REQUEST)
-        elif isinstance(error, TimeoutError):
-            server_logger.debug("Request handler timed out.", exc_info=error)
-            return _error_response(HTTPStatus.GATEWAY_TIMEOUT)
         elif isinstance(error, ConnectionResetError) and _client_gone(request):
             # Not a server error: the client hung up mid-response (a streaming write raised).
             server_logger.debug("Client %s disconnected.", request.remote, exc_info=error)
             response = web.Response(status=CLIENT_CLOSED_REQUEST)
+        elif request.writer.output_size:  # a second response would corrupt the first
+            return self._cut_short(request, error)
+        elif isinstance(error, TimeoutError):
+            server_logger.debug("Request handler timed out.", exc_info=error)
+            return _error_response(HTTPStatus.GATEWAY_TIMEOUT)
         else:
             server_logger.error("Error handling request from %s", request.remote, exc_info=error)
             response = _error_response(HTTPStatus.INTERNAL_SERVER_ERROR)
+        response[UNHANDLED_ERROR] = error
+        return response
+
+    @staticmethod
+    def _cut_short(request: web.Request, error: BaseException) -> web.StreamResponse:
+        """The handler failed after its response started: logged with the request's ID, and
+        the response cut short as aiohttp does without a middleware (no second response on the
+        wire, the connection closed). The bare middleware, which sees no
+        ``on_response_prepare``, does not know the started response: it raises, and aiohttp
+        logs the error (in the request's context) and cuts the response short itself."""
+        started = request.get(STARTED_RESPONSE)
+        if started is None:
+            raise RuntimeError("the handler failed after its response started") from error
+        server_logger.error(
+            "Error handling request from %s after its response started; cut short",
+            request.remote,
+            exc_info=error,
+        )
+        response = ResponseCutShort(started, request.writer.output_size)
         response[UNHANDLED_ERROR] = error
         return response
 
@@ -288,7 +344,11 @@ class RequestIdMiddleware:
         response: web.StreamResponse | None,
         error: BaseException | None,
     ) -> None:
-        if error is None and response is not None and response.status in _ERROR_STATUSES:
+        if (
+            error is None
+            and response is not None
+            and (response.status in _ERROR_STATUSES or type(response) is ResponseCutShort)
+        ):
             error = response.get(UNHANDLED_ERROR)  # a KeyError inside: not on every request
         for finished in self._finished:
             try:
@@ -302,6 +362,7 @@ class RequestIdMiddleware:
             own = request[OWN_RECORD]
         except KeyError:  # a request the middleware never saw (aiohttp's own error pages)
             return
+        request[STARTED_RESPONSE] = response
         self._label(response, own)
 
     def _request_id_for(self, request: web.Request) -> tuple[str, Rejected | None]:
@@ -331,6 +392,12 @@ class RequestIdMiddleware:
 def _add_server_timing(response: web.StreamResponse, own: OwnRecord) -> None:
     total_ms = (perf_counter() - own[1]) * 1000.0
     response.headers[SERVER_TIMING] = server_timing_header(total_ms, own[2].entries())
+
+
+MIDDLEWARE_OPTIONS = tuple(
+    name for name in RequestIdMiddleware.__dataclass_fields__ if name[0] != "_"
+)
+"""The options ``RequestIdMiddleware`` takes, each checked by its shared rule (``options``)."""
 
 
 def _only_cancelled_by_the_disconnect() -> bool:

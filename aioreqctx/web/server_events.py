@@ -36,7 +36,7 @@ from ..events import (
     default_worker_id,
     next_connection_id,
 )
-from .middleware import OWN_RECORD
+from .middleware import OWN_RECORD, ResponseCutShort
 
 logger = logging.getLogger("aioreqctx")
 
@@ -84,6 +84,7 @@ class _Call:
 class _Connection:
     __slots__ = (
         "current",
+        "cut_short",
         "disconnected",
         "id",
         "idle_since",
@@ -101,6 +102,7 @@ class _Connection:
         self.total_bytes_sent = 0
         self.current: _Call | None = None
         self.disconnected = False
+        self.cut_short = False  # a handler failed mid-response: the server closed it
 
 
 class ServerEvents:
@@ -187,7 +189,9 @@ class ServerEvents:
                 self._lose(connection, call)
         if not self._wants(ConnectionCompleted):
             return
-        if connection.disconnected or isinstance(exc, ConnectionError):
+        if connection.cut_short:
+            reason = "error"
+        elif connection.disconnected or isinstance(exc, ConnectionError):
             reason = "client_disconnect"
         elif exc is not None:
             reason = "error"
@@ -248,11 +252,13 @@ class ServerEvents:
         # (Reached through the connection, not through the request: no per-request key.)
         protocol = request.protocol
         connection = self._connections.get(protocol) or self._unhooked.pop(protocol, None)
-        call = None if connection is None else connection.current
-        if call is None or call.ended:
+        if connection is None or (call := connection.current) is None or call.ended:
             return
         if response is None and isinstance(error, web.HTTPException):
             response = error  # aiohttp sends the raised exception as the response
+        elif type(response) is ResponseCutShort:  # not complete: a disconnect, by the server
+            connection.cut_short = True
+            response = None
         call.response = response
         call.streaming = response is not None and response.prepared
         call.finished = perf_counter()
