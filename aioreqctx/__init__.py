@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from . import keys
 from ._core.deadline import remaining_time
+from ._core.detach import Captured, capture, detach, detached
 from ._core.factories import (
     TaskFactory,
     chainmap_task_factory,
@@ -27,6 +28,7 @@ from ._core.jobs import unit_of_work
 from ._core.layered import LayeredContext
 from ._core.lazy import lazy_names
 from ._core.options import OptionError
+from ._core.pool import IsolatedThreadPoolExecutor
 from ._core.request_view import RequestContext
 from ._core.serving_loop import loop_factory
 from ._core.store import NO_LOOP_EXCEPTION_MSG, Context, clear, get, scope, set  # noqa: A004
@@ -93,6 +95,12 @@ __all__ = (  # noqa: RUF022 - grouped by layer, sorted within a group
     "run_in_executor",
     "task_factory",
     "task_factory_for",
+    # Work that outlives its request: detached tasks, hand-off to long-lived workers, pools.
+    "Captured",
+    "IsolatedThreadPoolExecutor",
+    "capture",
+    "detach",
+    "detached",
     # A unit of work: an HTTP request, a job, a CLI command; its ID, timings and deadline.
     "OperationTimings",
     "RequestContext",

@@ -36,3 +36,8 @@ JOB_ATTEMPT = "aioreqctx.job_attempt"
 
 PARENT_JOB_ID = "aioreqctx.parent_job_id"
 """In a job enqueued by another job: the enqueuing job's ID; absent otherwise."""
+
+ORIGIN_REQUEST_ID = "aioreqctx.origin_request_id"
+"""In detached work (``aioreqctx.detached``, ``aioreqctx.detach``): the ID of the request or job
+that started it; absent when it was started outside any. Log lines carry it as
+``origin_request_id``."""

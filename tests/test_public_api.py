@@ -35,6 +35,12 @@ TOP_LEVEL = (
     "run_in_executor",
     "task_factory",
     "task_factory_for",
+    # Work that outlives its request.
+    "Captured",
+    "IsolatedThreadPoolExecutor",
+    "capture",
+    "detach",
+    "detached",
     # A unit of work.
     "OperationTimings",
     "RequestContext",

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .factories import TaskFactory, copying_task_factory
+from .pool import install_default_executor
 
 logger = logging.getLogger("aioreqctx")
 
@@ -28,7 +29,8 @@ def loop_factory(
     *, task_factory: TaskFactory = copying_task_factory, uvloop: bool = False
 ) -> LoopFactory:
     """A ``loop_factory`` for ``asyncio.Runner`` (and ``asyncio.run`` on 3.12+): new loops start
-    with ``task_factory``, so even the main task goes through it.
+    with ``task_factory``, so even the main task goes through it, and with an
+    ``IsolatedThreadPoolExecutor`` as their default executor.
 
     ``uvloop=True`` builds uvloop loops (``pip install 'aioreqctx[uvloop]'``).
     """
@@ -50,6 +52,7 @@ def loop_factory(
     def new_loop_with_factory() -> asyncio.AbstractEventLoop:
         loop = new_loop()
         loop.set_task_factory(task_factory)
+        install_default_executor(loop)
         return loop
 
     return new_loop_with_factory
@@ -61,7 +64,8 @@ def factory_while_serving(
     """An aiohttp ``cleanup_ctx`` entry: ``task_factory`` on the running loop while the app runs.
 
     A different factory already on the loop is named in a warning and replaced until the app
-    stops, then put back.
+    stops, then put back. The loop's default executor becomes an ``IsolatedThreadPoolExecutor``
+    (and stays: the loop shuts it down when it closes).
     """
 
     async def install(app: Any) -> AsyncIterator[None]:
@@ -76,6 +80,7 @@ def factory_while_serving(
                 _name_of(task_factory),
             )
         loop.set_task_factory(task_factory)
+        install_default_executor(loop)
         try:
             yield
         finally:

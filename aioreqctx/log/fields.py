@@ -1,8 +1,9 @@
 """The fields every log line of a request carries, worked out in one place for stdlib and structlog.
 
 A line gets, in this order of precedence (a name already present is never overwritten, so a
-field the log call passed explicitly always wins): ``request_id``, the configured context keys,
-the pushed logging context (``aioreqctx.log_context``), then the request's metadata
+field the log call passed explicitly always wins): ``request_id`` (and, in detached work only,
+``origin_request_id``), the configured context keys, the pushed logging context
+(``aioreqctx.log_context``), then the request's metadata
 (``keys.METADATA``), then the fields of ``extra_fields``, if given (the OpenTelemetry
 integration's ``otel_log_fields`` adds the active span's ``trace_id`` and ``span_id``).
 Reading them costs two ContextVar lookups, however many ContextVars the context holds.
@@ -52,6 +53,7 @@ def field_adder(
     current = current_mapping.get
     pushed = pushed_layer.get
     request_id_key, metadata_key = keys.REQUEST_ID, keys.METADATA
+    origin_key = keys.ORIGIN_REQUEST_ID
     if extra_fields is not None and not callable(extra_fields):
         raise TypeError(f"extra_fields must be callable (() -> mapping), not {extra_fields!r}")
 
@@ -76,6 +78,9 @@ def field_adder(
                 for key, name in pairs:
                     target.setdefault(name, mapping.get(key, default))
             metadata = mapping.get(metadata_key)
+            origin = mapping.get(origin_key)
+            if origin is not None:  # detached work: the request or job that started it
+                target.setdefault("origin_request_id", origin)
         layer = pushed()
         if layer is not None:
             for name, value in layer.fields.items():

@@ -14,6 +14,7 @@ from contextvars import ContextVar, Token
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from .._core.detach import unit_scoped
 from .._core.sync_or_async import SyncOrAsync
 
 NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
@@ -26,6 +27,7 @@ class _Layer(NamedTuple):
 
 pushed_layer: ContextVar[_Layer | None] = ContextVar("aioreqctx.log_context", default=None)
 """The current layer; the log-field code reads it directly, as cheap as it gets."""
+unit_scoped(pushed_layer, None)  # detached work drops a request's fields; a hand-off keeps them
 
 
 def pushed_fields() -> Mapping[str, Any]:

@@ -22,6 +22,7 @@ from ..events import LifecycleCollector, LifecycleEvent, NoopCollector, as_colle
 from .inflight import InFlightRegistry
 from .middleware import MIDDLEWARE_OPTIONS, RequestIdMiddleware
 from .observers import RequestObserver
+from .outliving import accepts_seconds, outliving_task_detector
 from .request_events import RequestEvents
 from .server_events import ServerEvents
 
@@ -48,6 +49,7 @@ OPTIONS: dict[str, Rule] = {
         lambda value: value is None or callable(value),
         "a task factory (loop, coro, **kwargs) or None",
     ),
+    "warn_outliving_tasks": (accepts_seconds, "a number of seconds > 0, or None (off)"),
     # RequestIdMiddleware's fields, checked by the rules the middleware itself uses
     **{name: RULES[name] for name in MIDDLEWARE_OPTIONS},
 }
@@ -62,6 +64,7 @@ def setup(
     request_events: RequestEvents | bool = False,
     registry: InFlightRegistry | None = None,
     task_factory: TaskFactory | None = None,
+    warn_outliving_tasks: float | None = None,
     **options: Any,
 ) -> RequestIdMiddleware:
     """Install the middleware (outermost) and the ``on_response_prepare`` handler on ``app``.
@@ -72,7 +75,10 @@ def setup(
     and the ``worker_id`` its events carry (default: the process ID), ``request_events``
     (``True`` or a ``RequestEvents``: request_started/finished/failed lines), ``registry``
     (an ``InFlightRegistry`` of the requests in flight) and ``task_factory`` (put on the loop
-    that serves the app while it runs, so the tasks handlers spawn go through it).
+    that serves the app while it runs, so the tasks handlers spawn go through it, with an
+    ``IsolatedThreadPoolExecutor`` as the loop's default executor) and ``warn_outliving_tasks``
+    (seconds: warn once per coroutine function about a task still running that long after the
+    request that started it finished; off by default, 30 is a sensible value).
     """
     check_all(
         "setup()",
@@ -82,6 +88,7 @@ def setup(
             "request_events": request_events,
             "registry": registry,
             "task_factory": task_factory,
+            "warn_outliving_tasks": warn_outliving_tasks,
             **options,
         },
         OPTIONS,
@@ -119,6 +126,8 @@ def setup(
     app.on_startup.append(_refuse_a_second_middleware_at_startup)
     if task_factory is not None:
         app.cleanup_ctx.append(factory_while_serving(task_factory))
+    if warn_outliving_tasks is not None:
+        app.cleanup_ctx.append(outliving_task_detector(warn_outliving_tasks))
     app[MIDDLEWARE] = middleware
     return middleware
 

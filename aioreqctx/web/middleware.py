@@ -22,6 +22,7 @@ from aiohttp import web
 from multidict import istr
 
 from .. import keys
+from .._core.detach import startup_values
 from .._core.factories import register_dispatcher
 from .._core.id_callbacks import checked_generator, checked_validator
 from .._core.ids import (
@@ -122,7 +123,10 @@ class StartUpValues:
         """``mapping`` over a deep copy of ``inherited``'s start-up values."""
         if inherited is not self._source:
             self._source, self._frozen = inherited, snapshot(inherited)
-        return {**snapshot(self._frozen), **mapping} if self._frozen else mapping
+        if not self._frozen:
+            return mapping
+        startup_values.set(self._frozen)  # what work detached from the request starts with
+        return {**snapshot(self._frozen), **mapping}
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
