@@ -75,6 +75,8 @@ class OutlivingTaskDetector:
         in_flight: set[Unit] = set()
         stamped: list[tuple[asyncio.Task[Any], Unit, Any]] = []
         for task in tasks:
+            if task.done():
+                continue
             mapping = stamp_of(task)
             if mapping is None or (request_id := mapping.get(keys.REQUEST_ID)) is None:
                 continue
