@@ -31,13 +31,18 @@ async def detached_poller() -> None:
     await asyncio.Event().wait()
 
 
+async def handed_off_item(captured: context.Captured) -> None:
+    async with captured.activate():  # the request's ID on purpose, for as long as it takes
+        await asyncio.Event().wait()
+
+
 async def start_up_poller() -> None:
     context.set("owns", "a mapping")
     await asyncio.Event().wait()
 
 
 @pytest.mark.parametrize("factory", [None, *sorted(FACTORIES)])
-def test_one_warning_for_a_task_outliving_its_request_none_for_detached_or_start_up(
+def test_one_warning_for_a_task_outliving_its_request_none_for_detached_start_up_or_handed_off(
     loop_factory: LoopFactory, factory: str | None
 ) -> None:
     tasks: list[asyncio.Task[Any]] = []
@@ -45,6 +50,7 @@ def test_one_warning_for_a_task_outliving_its_request_none_for_detached_or_start
     async def handler(request: web.Request) -> web.Response:
         tasks.append(asyncio.create_task(leaked_poller()))
         tasks.append(context.detached(detached_poller()))
+        tasks.append(context.detached(handed_off_item(context.capture())))
         return web.Response(text="ok")
 
     async def main() -> None:

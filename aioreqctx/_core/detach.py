@@ -84,23 +84,34 @@ def _enter_detached(mapping: Context) -> None:
         var.set(empty)
 
 
+handed_off: set[int] = set()
+"""The ``id`` of each mapping an ``activate()`` block has open: work handed off on purpose,
+which the outliving-task detector never reports."""
+
+
 class _Unit(scope):
     """A ``scope`` over ``values`` that also sets the unit-scoped variables for the block."""
 
-    __slots__ = ("_var_tokens", "_var_values")
+    __slots__ = ("_handed_off", "_mapping_id", "_var_tokens", "_var_values")
 
-    def __init__(self, values: dict[str, Any], var_values: VarValues) -> None:
+    def __init__(self, values: dict[str, Any], var_values: VarValues, *, handed_off: bool) -> None:
         super().__init__()
         self._initial = values
         self._var_values = var_values
         self._var_tokens: list[tuple[ContextVar[Any], Token[Any]]] = []
+        self._handed_off = handed_off
+        self._mapping_id = 0
 
     def __enter__(self) -> Context:
         mapping = super().__enter__()
         self._var_tokens = [(var, var.set(value)) for var, value in self._var_values]
+        if self._handed_off:
+            self._mapping_id = id(mapping)
+            handed_off.add(self._mapping_id)
         return mapping
 
     def __exit__(self, *exc_info: object) -> None:
+        handed_off.discard(self._mapping_id)
         for var, token in reversed(self._var_tokens):
             var.reset(token)
         self._var_tokens = []
@@ -114,7 +125,7 @@ def detach() -> scope:
     starts a background task (a connection pool, a client's reader), when it cannot move to
     start-up. The block's own writes stay in the block; the request's context is back after it.
     """
-    return _Unit(_detached_values(), tuple(_unit_vars))
+    return _Unit(_detached_values(), tuple(_unit_vars), handed_off=False)
 
 
 class Captured:
@@ -140,7 +151,7 @@ class Captured:
     def activate(self) -> scope:
         """A block running under a fresh copy of the captured context (its writes stay in it)."""
         values = self._values if self._immutable else snapshot(self._values)
-        return _Unit(values, self._vars)
+        return _Unit(values, self._vars, handed_off=True)
 
     def __reduce__(self) -> Any:
         raise TypeError(

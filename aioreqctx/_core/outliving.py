@@ -2,7 +2,8 @@
 
 A sweep, every quarter of the threshold, looks at the loop's tasks; nothing runs per request.
 A task is stamped by a unit when its context holds that unit's ``REQUEST_ID`` (detached work
-and start-up tasks hold none, so they are never reported). The unit is in flight while one of
+and start-up tasks hold none, so they are never reported, nor is a ``captured.activate()``
+block, work handed off on purpose). The unit is in flight while one of
 its tasks is awaiting, at any depth, one of ``unit_codes`` (the middleware's ``__call__``); the
 first sweep that finds none marks it finished, and a stamped task still running ``seconds``
 later is reported, once per coroutine function. What it keeps is bounded: the finished units
@@ -20,6 +21,7 @@ from types import CodeType
 from typing import Any
 
 from .. import keys
+from .detach import handed_off
 from .store import current_mapping
 
 logger = logging.getLogger("aioreqctx")
@@ -78,7 +80,11 @@ class OutlivingTaskDetector:
             if task.done():
                 continue
             mapping = stamp_of(task)
-            if mapping is None or (request_id := mapping.get(keys.REQUEST_ID)) is None:
+            if (
+                mapping is None
+                or (request_id := mapping.get(keys.REQUEST_ID)) is None
+                or id(mapping) in handed_off
+            ):
                 continue
             unit = (request_id, mapping.get(keys.START_MONOTONIC))
             if self._runs_a_unit(task.get_coro()):
