@@ -98,23 +98,25 @@ class _Unit(scope):
         super().__init__()
         self._initial = values
         self._var_values = var_values
-        self._var_tokens: list[tuple[ContextVar[Any], Token[Any]]] = []
+        self._var_tokens: tuple[tuple[ContextVar[Any], Token[Any]], ...] = ()
         self._handed_off = handed_off
         self._mapping_id = 0
 
     def __enter__(self) -> Context:
         mapping = super().__enter__()
-        self._var_tokens = [(var, var.set(value)) for var, value in self._var_values]
+        if self._var_values:
+            self._var_tokens = tuple([(var, var.set(value)) for var, value in self._var_values])
         if self._handed_off:
             self._mapping_id = id(mapping)
             handed_off.add(self._mapping_id)
         return mapping
 
     def __exit__(self, *exc_info: object) -> None:
-        handed_off.discard(self._mapping_id)
+        if self._handed_off:
+            handed_off.discard(self._mapping_id)
         for var, token in reversed(self._var_tokens):
             var.reset(token)
-        self._var_tokens = []
+        self._var_tokens = ()
         super().__exit__(*exc_info)
 
 
@@ -138,9 +140,9 @@ class Captured:
 
     __slots__ = ("_immutable", "_values", "_vars")
 
-    def __init__(self, values: dict[str, Any], var_values: VarValues) -> None:
+    def __init__(self, values: dict[str, Any], immutable: bool, var_values: VarValues) -> None:
         self._values = values
-        self._immutable = IMMUTABLE_TYPES.issuperset(map(type, values.values()))
+        self._immutable = immutable
         self._vars = var_values
 
     @property
@@ -167,5 +169,8 @@ def capture() -> Captured:
     """A snapshot of the current unit's context (its ID and values, deep-copied as
     ``copying_task_factory`` copies), to hand to a long-lived worker with the work."""
     current = current_mapping.get(None)
-    values = {} if current is None else snapshot(current)
-    return Captured(values, tuple((var, var.get(empty)) for var, empty in _unit_vars))
+    values = {} if current is None else dict(current)
+    immutable = IMMUTABLE_TYPES.issuperset(map(type, values.values()))
+    if not immutable:
+        values = snapshot(values)
+    return Captured(values, immutable, tuple([(var, var.get(empty)) for var, empty in _unit_vars]))
