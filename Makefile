@@ -4,7 +4,7 @@ VENV ?= .venv
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
 SOURCES := aioreqctx tests examples bench
 
-.PHONY: lock demo serve test lint typecheck pytest test-all docs docs-serve bench bench-http bench-floors redis-server clean
+.PHONY: lock demo serve test lint typecheck pytest test-all docs docs-serve bench bench-http bench-floors redis-server postgresql clean
 
 # The dev/CI set is locked (every package, exact version and hash) in $(LOCK) by uv, which
 # also installs it: `make lock` refreshes the lock after a change to pyproject.toml.
@@ -43,7 +43,7 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy --strict $(SOURCES)
 
-pytest: $(VENV)/.installed redis-server
+pytest: $(VENV)/.installed redis-server postgresql
 	$(VENV)/bin/pytest
 
 # pytest on every CPython 3.11+ that pyenv has, each in its own .venv-<version>.
@@ -67,12 +67,16 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/tasks.py
 	$(MAKE) --no-print-directory bench-http
 
-# bench/http_middleware.py needs wrk, the job tests redis-server (Debian packages): installed on
-# first use, sudo unless root.
+# bench/http_middleware.py needs wrk, the job tests redis-server, the asyncpg tests PostgreSQL
+# (Debian packages; the tests start their own server): installed on first use, sudo unless root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 redis-server:
 	command -v redis-server >/dev/null || $(SUDO) apt-get install -y redis-server || \
 	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y redis-server; }
+
+postgresql:
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || $(SUDO) apt-get install -y postgresql || \
+	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y postgresql; }
 
 bench-http: $(VENV)/.installed
 	command -v wrk >/dev/null || $(SUDO) apt-get install -y wrk || \

@@ -11,9 +11,10 @@ import uvloop
 
 import aioreqctx as context
 
+from .postgres_server import postgres_server
 from .redis_server import redis_server
 
-__all__ = ["LoopFactory", "redis_server", "run"]
+__all__ = ["LoopFactory", "postgres_server", "redis_server", "run"]
 
 T = TypeVar("T")
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]

@@ -66,6 +66,13 @@ class InFlightEntry(NamedTuple):
 _STARTED = InFlightEntry._fields.index("started")
 
 
+def route_of(request: web.Request) -> str:
+    """The request's route: its resource's pattern (``/users/{id}``), the same for every
+    request it serves; ``-`` for a request no resource matched (a 404)."""
+    resource = request.match_info.route.resource
+    return "-" if resource is None else resource.canonical
+
+
 def from_loopback(request: web.Request) -> bool:
     """The default ``allow``: the peer is on this machine (127.0.0.0/8 or ::1).
 
