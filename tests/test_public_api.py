@@ -98,9 +98,12 @@ NAMESPACES = {
         "setup",
     },
     "aioreqctx.log": {
+        "LogBuffer",
         "RequestContextFilter",
         "add_event_fields",
         "add_request_context",
+        "buffering_bound_logger",
+        "filter_by_level_or_buffer",
         "format_exception",
         "install_log_record_factory",
         "log_context",

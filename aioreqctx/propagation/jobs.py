@@ -30,6 +30,7 @@ from .._core.request_view import Registry, error_fields
 from .._core.store import Context, current_mapping, scope
 from .._core.sync_or_async import SyncOrAsync
 from .._core.timing import OperationTimings
+from ..log.buffer import LogBuffer, buffering
 
 CARRIED_REQUEST_ID = "aioreqctx.request_id"
 """Carrier key: the enqueuer's request ID (the job's ``X-Request-ID``)."""
@@ -157,7 +158,8 @@ class JobPropagation:
     (``"generate"``). ``validator``: which carried IDs a worker accepts (the middleware's
     default). ``events``: ``JobEvents`` to log each job's start and end (None: none).
     ``registry``: an ``InFlightRegistry`` that lists running jobs (method ``JOB``, path the
-    job's name).
+    job's name). ``log_buffer``: an ``aioreqctx.log.LogBuffer``; each job's DEBUG lines are
+    written only if it fails (raises, logs an ERROR or runs longer than its ``slow_ms``).
     """
 
     context_keys: tuple[str, ...] = ()
@@ -166,6 +168,7 @@ class JobPropagation:
     validator: Callable[[str], bool] = is_valid_request_id
     events: JobEvents | None = None
     registry: Registry | None = None
+    log_buffer: LogBuffer | None = None
     _generate: Callable[[], str] = field(init=False, repr=False)
     _validate: Callable[[str], bool] = field(init=False, repr=False)
 
@@ -195,6 +198,10 @@ class JobPropagation:
             raise TypeError(
                 "registry must be an InFlightRegistry (or have its add() and remove()) or None, "
                 f"not {self.registry!r}"
+            )
+        if self.log_buffer is not None and not isinstance(self.log_buffer, LogBuffer):
+            raise TypeError(
+                f"log_buffer must be an aioreqctx.log.LogBuffer or None, not {self.log_buffer!r}"
             )
 
     def carrier(self) -> dict[str, str]:
@@ -248,6 +255,7 @@ class JobScope(SyncOrAsync[Context]):
 
     __slots__ = (
         "_attempt",
+        "_buffering",
         "_carrier",
         "_job_id",
         "_job_name",
@@ -274,6 +282,7 @@ class JobScope(SyncOrAsync[Context]):
         self._attempt = attempt
         self._retrying = retrying
         self._scope: scope | None = None
+        self._buffering: buffering | None = None
         self._mapping: Context = {}
 
     def __enter__(self) -> Context:
@@ -282,6 +291,9 @@ class JobScope(SyncOrAsync[Context]):
         seed, problems = self._seed()
         self._scope = scope(seed)
         self._mapping = mapping = self._scope.__enter__()
+        if self._propagation.log_buffer is not None:
+            self._buffering = buffering(self._propagation.log_buffer.open())
+            self._buffering.__enter__()
         if problems:  # logged inside the job's context: the line has the job's (new) ID
             logger.warning(
                 "job %s (id %s): invalid carried %s ignored",
@@ -313,6 +325,9 @@ class JobScope(SyncOrAsync[Context]):
         finally:
             if propagation.registry is not None:
                 propagation.registry.remove(mapping)
+            if self._buffering is not None:
+                open_buffering, self._buffering = self._buffering, None
+                open_buffering.__exit__(exc_type, exc, traceback)
             open_scope.__exit__(exc_type, exc, traceback)
 
     def _seed(self) -> tuple[dict[str, Any], list[tuple[str, str]]]:

@@ -18,7 +18,9 @@ from aiohttp import web
 from .._core.factories import TaskFactory
 from .._core.serving_loop import factory_while_serving
 from ..events import LifecycleCollector, LifecycleEvent, NoopCollector, as_collector
+from ..log.buffer import LogBuffer
 from .inflight import InFlightRegistry
+from .log_buffer import LogBufferObserver
 from .middleware import RequestIdMiddleware
 from .observers import RequestObserver
 from .request_events import RequestEvents
@@ -58,6 +60,10 @@ OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "an InFlightRegistry",
     ),
     "task_factory": (_optional(callable), "a task factory (loop, coro, **kwargs) or None"),
+    "log_buffer": (
+        _optional(lambda value: isinstance(value, LogBuffer)),
+        "an aioreqctx.log.LogBuffer or None",
+    ),
     # RequestIdMiddleware's fields
     "header_names": (_sequence_of(str), "a tuple of header names"),
     "response_header": (lambda value: isinstance(value, str), "a header name (a string)"),
@@ -92,6 +98,7 @@ def setup(
     request_events: RequestEvents | bool = False,
     registry: InFlightRegistry | None = None,
     task_factory: TaskFactory | None = None,
+    log_buffer: LogBuffer | None = None,
     **options: Any,
 ) -> RequestIdMiddleware:
     """Install the middleware (outermost) and the ``on_response_prepare`` handler on ``app``.
@@ -102,7 +109,9 @@ def setup(
     and the ``worker_id`` its events carry (default: the process ID), ``request_events``
     (``True`` or a ``RequestEvents``: request_started/finished/failed lines), ``registry``
     (an ``InFlightRegistry`` of the requests in flight) and ``task_factory`` (put on the loop
-    that serves the app while it runs, so the tasks handlers spawn go through it).
+    that serves the app while it runs, so the tasks handlers spawn go through it) and
+    ``log_buffer`` (an ``aioreqctx.log.LogBuffer``: each request's DEBUG lines are written
+    only if it fails).
     """
     check_options(
         {
@@ -111,6 +120,7 @@ def setup(
             "request_events": request_events,
             "registry": registry,
             "task_factory": task_factory,
+            "log_buffer": log_buffer,
             **options,
         }
     )
@@ -121,6 +131,10 @@ def setup(
         )
     _refuse_a_second_middleware(app, installed=0)
     observers: list[RequestObserver] = list(options.pop("observers", ()))
+    buffer_observer = None
+    if log_buffer is not None:  # first: its lines are written before other observers' lines
+        buffer_observer = LogBufferObserver(log_buffer)
+        observers.insert(0, buffer_observer)
     if request_events is True:
         request_events = RequestEvents()
     if isinstance(request_events, RequestEvents):
@@ -142,6 +156,8 @@ def setup(
     app.on_startup.append(_refuse_a_second_middleware_at_startup)
     if task_factory is not None:
         app.cleanup_ctx.append(factory_while_serving(task_factory))
+    if buffer_observer is not None:
+        app.cleanup_ctx.append(buffer_observer.hook_while_serving)
     app[MIDDLEWARE] = middleware
     return middleware
 
