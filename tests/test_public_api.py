@@ -98,6 +98,7 @@ NAMESPACES = {
         "setup",
     },
     "aioreqctx.log": {
+        "DebugOnDemand",
         "LogBuffer",
         "RequestContextFilter",
         "add_event_fields",

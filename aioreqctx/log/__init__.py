@@ -11,6 +11,7 @@ from .._core.lazy import lazy_names
 
 if TYPE_CHECKING:
     from .buffer import LogBuffer
+    from .debug import DebugOnDemand
     from .logging_context import log_context
     from .processors import add_event_fields, add_request_context, request_context_processor
     from .stdlib import RequestContextFilter, install_log_record_factory
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from .tracebacks import format_exception
 
 __all__ = (
+    "DebugOnDemand",
     "LogBuffer",
     "RequestContextFilter",
     "add_event_fields",
@@ -34,6 +36,7 @@ __getattr__, __dir__ = lazy_names(
     __name__,
     {
         ".buffer": ("LogBuffer",),
+        ".debug": ("DebugOnDemand",),
         ".logging_context": ("log_context",),
         ".processors": ("add_event_fields", "add_request_context", "request_context_processor"),
         ".stdlib": ("RequestContextFilter", "install_log_record_factory"),

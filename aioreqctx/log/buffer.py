@@ -95,6 +95,7 @@ class RequestLines:
     """One request's kept lines; shared by its tasks and threads (appends take a lock)."""
 
     __slots__ = ("_lines", "closed", "config", "dropped", "failed", "level", "started")
+    direct = False  # lines are kept, not written as they come
 
     def __init__(self, config: LogBuffer) -> None:
         self.config = config
@@ -177,7 +178,33 @@ class RequestLines:
             context.run(emit, *args)
 
 
-active_lines: ContextVar[RequestLines | None] = ContextVar("aioreqctx.log_buffer", default=None)
+class DebugLines:
+    """A request logged at ``level`` and above as it goes (debug on demand): nothing is kept."""
+
+    __slots__ = ("closed", "level")
+    direct = True
+    failed = True
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+        self.closed = False
+
+    def wants(self, level: int) -> bool:
+        return level >= self.level and not self.closed
+
+    def keep(self, emit: Emit, args: tuple[Any, ...], size: int) -> None:
+        emit(*args)
+
+    def fail(self) -> None:
+        """Nothing kept, nothing to write."""
+
+    def close(self, *, failed: bool) -> None:
+        self.closed = True
+
+
+Lines = RequestLines | DebugLines
+
+active_lines: ContextVar[Lines | None] = ContextVar("aioreqctx.log_buffer", default=None)
 """The buffer of the request or job running here, if it buffers."""
 
 
@@ -190,12 +217,12 @@ class buffering:  # noqa: N801 - used like contextlib's lower-case context manag
 
     __slots__ = ("_lines", "_token", "_uninstall")
 
-    def __init__(self, lines: RequestLines) -> None:
+    def __init__(self, lines: Lines) -> None:
         self._lines = lines
-        self._token: contextvars.Token[RequestLines | None] | None = None
+        self._token: contextvars.Token[Lines | None] | None = None
         self._uninstall: Callable[[], None] | None = None
 
-    def __enter__(self) -> RequestLines:
+    def __enter__(self) -> Lines:
         self._uninstall = install_stdlib_hook()
         self._token = active_lines.set(self._lines)
         return self._lines
@@ -236,7 +263,7 @@ def _handle(self: logging.Logger, record: logging.LogRecord) -> None:
         level = record.levelno
         if level >= logging.ERROR:
             lines.fail()  # the request's kept lines come before its error
-        elif not _original_enabled(self, level):
+        elif not lines.direct and not _original_enabled(self, level):
             if self.disabled:
                 return
             lines.keep(_original_handle, (self, _frozen(record)), _size_of(record))

@@ -62,6 +62,9 @@ def _kept_method(level: int, name: str) -> Callable[..., None]:
         lines = active_lines.get()
         if lines is None or not lines.wants(level):
             return
+        if lines.direct:  # debug on demand: logged as any enabled line
+            self._proxy_to_logger(name, _interpolated(event, args), **kw)
+            return
         kw["buffered"] = True
         try:
             out_args, out_kw = self._process_event(name, _interpolated(event, args), kw)

@@ -30,7 +30,8 @@ from .._core.request_view import Registry, error_fields
 from .._core.store import Context, current_mapping, scope
 from .._core.sync_or_async import SyncOrAsync
 from .._core.timing import OperationTimings
-from ..log.buffer import LogBuffer, buffering
+from ..log.buffer import Lines, LogBuffer, buffering
+from ..log.debug import DEBUG_LOG, DebugOnDemand
 
 CARRIED_REQUEST_ID = "aioreqctx.request_id"
 """Carrier key: the enqueuer's request ID (the job's ``X-Request-ID``)."""
@@ -40,6 +41,9 @@ CARRIED_PARENT_JOB_ID = "aioreqctx.parent_job_id"
 
 CARRIED_DEADLINE = "aioreqctx.deadline"
 """Carrier key: the request's deadline, an RFC 3339 UTC time (as ``X-Request-Deadline``)."""
+
+CARRIED_DEBUG_LOG = "aioreqctx.debug_log"
+"""Carrier key: the enqueuing request's accepted debug-on-demand value."""
 
 CARRIED_CONTEXT_PREFIX = "aioreqctx.context."
 """Carrier key prefix: ``aioreqctx.context.<key>`` holds the context key ``<key>``."""
@@ -160,6 +164,8 @@ class JobPropagation:
     ``registry``: an ``InFlightRegistry`` that lists running jobs (method ``JOB``, path the
     job's name). ``log_buffer``: an ``aioreqctx.log.LogBuffer``; each job's DEBUG lines are
     written only if it fails (raises, logs an ERROR or runs longer than its ``slow_ms``).
+    ``debug_on_demand``: an ``aioreqctx.log.DebugOnDemand``; a job queued by a request logged
+    at DEBUG on demand is logged at DEBUG too, if its rule accepts the carried value.
     """
 
     context_keys: tuple[str, ...] = ()
@@ -169,6 +175,7 @@ class JobPropagation:
     events: JobEvents | None = None
     registry: Registry | None = None
     log_buffer: LogBuffer | None = None
+    debug_on_demand: DebugOnDemand | None = None
     _generate: Callable[[], str] = field(init=False, repr=False)
     _validate: Callable[[str], bool] = field(init=False, repr=False)
 
@@ -203,6 +210,11 @@ class JobPropagation:
             raise TypeError(
                 f"log_buffer must be an aioreqctx.log.LogBuffer or None, not {self.log_buffer!r}"
             )
+        if self.debug_on_demand is not None and not isinstance(self.debug_on_demand, DebugOnDemand):
+            raise TypeError(
+                "debug_on_demand must be an aioreqctx.log.DebugOnDemand or None, "
+                f"not {self.debug_on_demand!r}"
+            )
 
     def carrier(self) -> dict[str, str]:
         """What a job enqueued here and now carries (``{}`` outside a request with ``"skip"``)."""
@@ -220,6 +232,9 @@ class JobPropagation:
         deadline = mapping.get(keys.DEADLINE)
         if deadline is not None:
             carried[CARRIED_DEADLINE] = format_deadline(deadline - time.monotonic())
+        debug = mapping.get(DEBUG_LOG)
+        if debug is not None:
+            carried[CARRIED_DEBUG_LOG] = debug
         for key in self.context_keys:
             value = mapping.get(key)
             if value is not None:
@@ -291,8 +306,9 @@ class JobScope(SyncOrAsync[Context]):
         seed, problems = self._seed()
         self._scope = scope(seed)
         self._mapping = mapping = self._scope.__enter__()
-        if self._propagation.log_buffer is not None:
-            self._buffering = buffering(self._propagation.log_buffer.open())
+        lines = self._lines_for(mapping)
+        if lines is not None:
+            self._buffering = buffering(lines)
             self._buffering.__enter__()
         if problems:  # logged inside the job's context: the line has the job's (new) ID
             logger.warning(
@@ -329,6 +345,18 @@ class JobScope(SyncOrAsync[Context]):
                 open_buffering, self._buffering = self._buffering, None
                 open_buffering.__exit__(exc_type, exc, traceback)
             open_scope.__exit__(exc_type, exc, traceback)
+
+    def _lines_for(self, mapping: Context) -> Lines | None:
+        """DEBUG at once for a job whose carried debug-on-demand value is believed, else the
+        buffer (if configured)."""
+        propagation = self._propagation
+        debug = propagation.debug_on_demand
+        if debug is not None and isinstance(self._carrier, Mapping):
+            value = self._carrier.get(CARRIED_DEBUG_LOG)
+            if value is not None and debug.accepts_carried(value):
+                mapping[DEBUG_LOG] = value
+                return debug.lines()
+        return None if propagation.log_buffer is None else propagation.log_buffer.open()
 
     def _seed(self) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         """The job's first mapping, and what was wrong with the carrier (what, escaped value)."""

@@ -19,8 +19,9 @@ from .._core.factories import TaskFactory
 from .._core.serving_loop import factory_while_serving
 from ..events import LifecycleCollector, LifecycleEvent, NoopCollector, as_collector
 from ..log.buffer import LogBuffer
+from ..log.debug import DebugOnDemand
 from .inflight import InFlightRegistry
-from .log_buffer import LogBufferObserver
+from .log_buffer import LogLinesObserver
 from .middleware import RequestIdMiddleware
 from .observers import RequestObserver
 from .request_events import RequestEvents
@@ -64,6 +65,10 @@ OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
         _optional(lambda value: isinstance(value, LogBuffer)),
         "an aioreqctx.log.LogBuffer or None",
     ),
+    "debug_on_demand": (
+        _optional(lambda value: isinstance(value, DebugOnDemand)),
+        "an aioreqctx.log.DebugOnDemand or None",
+    ),
     # RequestIdMiddleware's fields
     "header_names": (_sequence_of(str), "a tuple of header names"),
     "response_header": (lambda value: isinstance(value, str), "a header name (a string)"),
@@ -99,6 +104,7 @@ def setup(
     registry: InFlightRegistry | None = None,
     task_factory: TaskFactory | None = None,
     log_buffer: LogBuffer | None = None,
+    debug_on_demand: DebugOnDemand | None = None,
     **options: Any,
 ) -> RequestIdMiddleware:
     """Install the middleware (outermost) and the ``on_response_prepare`` handler on ``app``.
@@ -111,7 +117,8 @@ def setup(
     (an ``InFlightRegistry`` of the requests in flight) and ``task_factory`` (put on the loop
     that serves the app while it runs, so the tasks handlers spawn go through it) and
     ``log_buffer`` (an ``aioreqctx.log.LogBuffer``: each request's DEBUG lines are written
-    only if it fails).
+    only if it fails) and ``debug_on_demand`` (an ``aioreqctx.log.DebugOnDemand``: a trusted
+    request asking with its header is logged at DEBUG).
     """
     check_options(
         {
@@ -121,6 +128,7 @@ def setup(
             "registry": registry,
             "task_factory": task_factory,
             "log_buffer": log_buffer,
+            "debug_on_demand": debug_on_demand,
             **options,
         }
     )
@@ -132,8 +140,9 @@ def setup(
     _refuse_a_second_middleware(app, installed=0)
     observers: list[RequestObserver] = list(options.pop("observers", ()))
     buffer_observer = None
-    if log_buffer is not None:  # first: its lines are written before other observers' lines
-        buffer_observer = LogBufferObserver(log_buffer)
+    if log_buffer is not None or debug_on_demand is not None:
+        # first: the lines it writes come before other observers' lines
+        buffer_observer = LogLinesObserver(log_buffer, debug_on_demand)
         observers.insert(0, buffer_observer)
     if request_events is True:
         request_events = RequestEvents()

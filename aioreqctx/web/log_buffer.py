@@ -1,9 +1,11 @@
-"""``setup(app, log_buffer=LogBuffer(...))``: each request's low-level lines, kept until it ends.
+"""``setup(app, log_buffer=..., debug_on_demand=...)``: what each request does with the lines
+below the loggers' level.
 
-A request observer: it opens the request's buffer when the request starts (in the request's
-task, so the handler, its child tasks and its threads see it) and, when the request ends,
-writes the lines if the request failed (a 5xx, an exception, or too slow; an ERROR line
-already wrote them) and drops them otherwise.
+A request observer: when the request starts (in the request's task, so the handler, its child
+tasks and its threads see it) it gives a trusted request that asks for it ``DebugLines`` (and
+keeps the accepted value in the context, to travel downstream), and any other request a
+buffer. When the request ends it writes the buffer if the request failed (a 5xx, an exception,
+or too slow; an ERROR line already wrote them) and drops it otherwise.
 """
 
 from __future__ import annotations
@@ -14,21 +16,33 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from .._core.store import Context
-from ..log.buffer import LogBuffer, RequestLines, active_lines, install_stdlib_hook
+from ..log.buffer import Lines, LogBuffer, active_lines, install_stdlib_hook
+from ..log.debug import DEBUG_LOG, DebugOnDemand
 
-_LINES: web.RequestKey[RequestLines] = web.RequestKey("aioreqctx.log_buffer")
+_LINES: web.RequestKey[Lines] = web.RequestKey("aioreqctx.log_lines")
 
 
-class LogBufferObserver:
-    """Opens and closes each request's ``RequestLines``; put in place by ``setup``."""
+class LogLinesObserver:
+    """Opens and closes each request's lines; put in place by ``setup``."""
 
-    __slots__ = ("config",)
+    __slots__ = ("buffer", "debug")
 
-    def __init__(self, config: LogBuffer) -> None:
-        self.config = config
+    def __init__(self, buffer: LogBuffer | None, debug: DebugOnDemand | None) -> None:
+        self.buffer = buffer
+        self.debug = debug
 
     def request_started(self, request: web.Request, mapping: Context) -> None:
-        lines = self.config.open()
+        lines: Lines | None = None
+        debug = self.debug
+        if debug is not None:
+            value = request.headers.get(debug.header)
+            if value is not None and debug.accepts(value, request.remote):
+                mapping[DEBUG_LOG] = value
+                lines = debug.lines()
+        if lines is None:
+            if self.buffer is None:
+                return
+            lines = self.buffer.open()
         request[_LINES] = lines
         active_lines.set(lines)
 
