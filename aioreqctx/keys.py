@@ -36,3 +36,6 @@ JOB_ATTEMPT = "aioreqctx.job_attempt"
 
 PARENT_JOB_ID = "aioreqctx.parent_job_id"
 """In a job enqueued by another job: the enqueuing job's ID; absent otherwise."""
+
+PARENT_REQUEST_ID = "aioreqctx.parent_request_id"
+"""In one WebSocket message (``aioreqctx.web.messages``): the connection's request ID."""

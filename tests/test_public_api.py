@@ -94,6 +94,7 @@ NAMESPACES = {
         "access_logger_for",
         "from_loopback",
         "level_for_status",
+        "messages",
         "request_id_middleware",
         "setup",
     },

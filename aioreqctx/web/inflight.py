@@ -24,7 +24,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any, NamedTuple
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from .._core.emit import event_sink
 from .._core.jsonsafe import JsonValue, json_safe
@@ -44,6 +44,8 @@ class InFlightEntry(NamedTuple):
     started: float
     start_time: float | None
     timings: OperationTimings | None
+    long_lived: bool = False
+    """A WebSocket or server-sent-events connection: never dropped as stale."""
 
     def age_seconds(self, now: float | None = None) -> float:
         return (perf_counter() if now is None else now) - self.started
@@ -60,10 +62,13 @@ class InFlightEntry(NamedTuple):
             "age_seconds": round(self.age_seconds(now), 6),
             "start_time": self.start_time,
             "current_operation": self.current_operation(),
+            "long_lived": self.long_lived,
         }
 
 
 _STARTED = InFlightEntry._fields.index("started")
+_PATH = InFlightEntry._fields.index("path")
+_LONG_LIVED = InFlightEntry._fields.index("long_lived")
 
 
 def from_loopback(request: web.Request) -> bool:
@@ -108,8 +113,11 @@ class InFlightRegistry:
         self._sweep_every = self.max_age_seconds / 4
         self._next_sweep = perf_counter() + self._sweep_every
 
-    def add(self, mapping: Context, *, method: str | None, path: str) -> None:
-        """Register the unit of work whose context is ``mapping`` (until ``remove(mapping)``)."""
+    def add(
+        self, mapping: Context, *, method: str | None, path: str, long_lived: bool = False
+    ) -> None:
+        """Register the unit of work whose context is ``mapping`` (until ``remove(mapping)``);
+        a ``long_lived`` one (a WebSocket, an event stream) is never dropped as stale."""
         get = mapping.get
         timings = get(OPERATIONS)
         started = get(START_MONOTONIC)
@@ -123,6 +131,7 @@ class InFlightRegistry:
             started,  # a request's start is microseconds ago: the clock need not be read again
             get(START_TIME),
             timings if type(timings) is OperationTimings else None,
+            long_lived,
         )
         if started >= self._next_sweep:
             self.drop_stale(perf_counter())
@@ -131,8 +140,17 @@ class InFlightRegistry:
         """Forget ``mapping``'s entry; nothing happens if it is not (or no longer) there."""
         self._entries.pop(id(mapping), None)
 
+    def path_of(self, mapping: Context) -> str | None:
+        """The path ``mapping``'s unit of work was registered with, if it is registered."""
+        values = self._entries.get(id(mapping))
+        return None if values is None else str(values[_PATH])
+
     def request_started(self, request: web.Request, mapping: Context) -> None:
-        self.add(mapping, method=request.method, path=request.path)
+        headers = request.headers
+        long_lived = headers.get(
+            hdrs.UPGRADE, ""
+        ).lower() == "websocket" or "text/event-stream" in headers.get(hdrs.ACCEPT, "")
+        self.add(mapping, method=request.method, path=request.path, long_lived=long_lived)
 
     def request_finished(
         self,
@@ -159,7 +177,11 @@ class InFlightRegistry:
         now = perf_counter() if now is None else now
         oldest_allowed = now - self.max_age_seconds
         self._next_sweep = now + self._sweep_every
-        stale = [key for key, v in self._entries.copy().items() if v[_STARTED] < oldest_allowed]
+        stale = [
+            key
+            for key, v in self._entries.copy().items()
+            if v[_STARTED] < oldest_allowed and not v[_LONG_LIVED]
+        ]
         dropped = [values for key in stale if (values := self._entries.pop(key, None))]
         for values in dropped:
             fields = InFlightEntry(*values).to_dict(now)
