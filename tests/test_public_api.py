@@ -94,6 +94,7 @@ NAMESPACES = {
         "access_logger_for",
         "from_loopback",
         "level_for_status",
+        "message_scope",
         "messages",
         "request_id_middleware",
         "setup",

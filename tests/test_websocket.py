@@ -12,7 +12,7 @@ from aiohttp import web
 
 import aioreqctx
 from aioreqctx import keys
-from aioreqctx.web import InFlightRegistry, messages
+from aioreqctx.web import InFlightRegistry, message_scope, messages
 
 from .conftest import LoopFactory, run
 from .http_helpers import serving
@@ -146,5 +146,47 @@ def test_a_connection_older_than_max_age_is_not_stale_and_its_message_is_listed(
 
 
 def test_messages_outside_a_request_is_refused_clearly() -> None:
-    with pytest.raises(RuntimeError, match=r"must be created in the handler"):
+    with pytest.raises(RuntimeError, match=r"must be used in the handler"):
         messages(web.WebSocketResponse())
+    with pytest.raises(RuntimeError, match=r"must be used in the handler"):
+        message_scope()
+
+
+def test_each_server_sent_event_gets_a_child_scope_and_the_stream_is_long_lived(
+    loop_factory: LoopFactory,
+) -> None:
+    registry = InFlightRegistry(max_age_seconds=0.1)
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for _ in range(3):
+            async with message_scope():
+                seen = ids_here()
+                await response.write(f"data: {seen['id']} {seen['parent']}\n\n".encode())
+            await asyncio.sleep(0.1)
+        return response
+
+    async def main() -> tuple[list[str], int]:
+        app = web.Application()
+        app.router.add_get("/events", events)
+        aioreqctx.setup(app, registry=registry)
+        async with (
+            serving(app) as port,
+            aiohttp.ClientSession() as session,
+            session.get(
+                f"http://127.0.0.1:{port}/events",
+                headers={"X-Request-ID": "stream-1", "Accept": "text/event-stream"},
+            ) as response,
+        ):
+            await asyncio.sleep(0.2)
+            dropped = registry.drop_stale()
+            body = await response.text()
+        return [line for line in body.splitlines() if line], dropped
+
+    data, dropped = run(loop_factory, main)
+    assert dropped == 0
+    ids = [line.split()[1] for line in data]
+    assert len(set(ids)) == 3
+    assert "stream-1" not in ids
+    assert {line.split()[2] for line in data} == {"stream-1"}

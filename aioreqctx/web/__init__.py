@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     )
     from .observers import RequestObserver
     from .request_events import RequestEvents, level_for_status
-    from .websocket import messages
+    from .websocket import message_scope, messages
 
 __all__ = (
     "CLIENT_CLOSED_REQUEST",
@@ -43,6 +43,7 @@ __all__ = (
     "access_logger_for",
     "from_loopback",
     "level_for_status",
+    "message_scope",
     "messages",
     "request_id_middleware",
     "setup",
@@ -55,7 +56,7 @@ __getattr__, __dir__ = lazy_names(
         ".app": ("setup",),
         ".deadline": ("DeadlineObserver",),
         ".inflight": ("InFlightEntry", "InFlightRegistry", "from_loopback"),
-        ".websocket": ("messages",),
+        ".websocket": ("message_scope", "messages"),
         ".middleware": (
             "CLIENT_CLOSED_REQUEST",
             "CONTEXT_MAPPING",
