@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
-SOURCES := aioreqctx tests examples bench
+SOURCES := aioreqctx tests examples bench conftest.py
 
 .PHONY: lock demo serve test lint typecheck pytest test-all docs docs-serve bench bench-http bench-floors redis-server clean
 
@@ -27,7 +27,7 @@ lock:
 
 # The demo's job scenario needs redis-server; without it the demo says so and runs the rest.
 demo: $(VENV)/.installed
-	-$(MAKE) --no-print-directory redis-server
+	-@$(MAKE) --no-print-directory redis-server
 	$(VENV)/bin/python examples/demo.py
 
 # The demo's gateway on http://127.0.0.1:8080 (its backend on 8081) for trying with curl.
@@ -62,28 +62,41 @@ docs: $(VENV)/.installed
 docs-serve: $(VENV)/.installed
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --strict --dev-addr 127.0.0.1:8000
 
+# tests/test_sentry.py against the lowest sentry-sdk the range allows (requirements/sentry2.txt)
+# in .venv-sentry2: the locked set has sentry-sdk 3, whose tests `make pytest` runs.
+test-sentry2:
+	$(MAKE) --no-print-directory .venv-sentry2/.installed VENV=.venv-sentry2
+	.venv-sentry2/bin/uv pip install --quiet --python .venv-sentry2/bin/python -r requirements/sentry2.txt
+	.venv-sentry2/bin/pytest -q -p no:cacheprovider tests/test_sentry.py
+
 # One benchmark after the other, never in parallel (even under make -j): they share the cores.
 bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/tasks.py
 	$(MAKE) --no-print-directory bench-http
 
-# bench/http_middleware.py needs wrk, the job tests redis-server (Debian packages): installed on
-# first use, sudo unless root.
+# Programs from Debian's packages, installed on first use with apt-get (sudo unless root):
+# $(call debian-package,PACKAGE,WHAT NEEDS IT,ELSE) runs ELSE after one line where there is no
+# apt-get. redis-server (the job tests, the docs' job examples, the demo's job scenario): without
+# it those skip, each saying how to install it (CI fails instead); wrk and valgrind: the benches.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+define debian-package
+@command -v $(1) >/dev/null || if command -v apt-get >/dev/null; then \
+  echo "installing $(1) from Debian's packages (apt-get install $(1)) for $(2)"; \
+  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(1) >/dev/null; \
+else echo "no apt-get here: install $(1) with your package manager for $(2)"; $(3); fi
+endef
+
 redis-server:
-	command -v redis-server >/dev/null || $(SUDO) apt-get install -y redis-server || \
-	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y redis-server; }
+	$(call debian-package,redis-server,the job tests and the demo's job scenario,true)
 
 bench-http: $(VENV)/.installed
-	command -v wrk >/dev/null || $(SUDO) apt-get install -y wrk || \
-	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
+	$(call debian-package,wrk,bench/http_middleware.py,exit 1)
 	$(VENV)/bin/python -m pip install --quiet -e '.[bench]'
 	$(VENV)/bin/python bench/http_middleware.py --together
 
 # Instruction counts under valgrind's callgrind: the floors behind bench/tasks.py's ratios.
 bench-floors: $(VENV)/.installed
-	command -v valgrind >/dev/null || $(SUDO) apt-get install -y valgrind || \
-	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y valgrind; }
+	$(call debian-package,valgrind,bench/floors.py,exit 1)
 	$(VENV)/bin/python bench/floors.py
 
 clean:

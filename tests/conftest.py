@@ -11,9 +11,7 @@ import uvloop
 
 import aioreqctx as context
 
-from .redis_server import redis_server
-
-__all__ = ["LoopFactory", "redis_server", "run"]
+__all__ = ["LoopFactory", "run"]
 
 T = TypeVar("T")
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]

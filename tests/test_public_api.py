@@ -4,6 +4,7 @@ listed there can be read (most of them load on first use)."""
 from __future__ import annotations
 
 import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -204,5 +205,5 @@ def test_star_import_gives_exactly_the_listed_names() -> None:
 
 def test_no_docs_page_names_a_private_path() -> None:
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    offending = [page.name for page in pages if "aioreqctx._" in page.read_text()]
+    offending = [page.name for page in pages if re.search(r"aioreqctx\._(?!_)", page.read_text())]
     assert offending == []

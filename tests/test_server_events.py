@@ -412,10 +412,8 @@ SERVER = textwrap.dedent(
 )
 
 
-def test_web_run_app_in_a_subprocess(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+def test_web_run_app_in_a_subprocess(tmp_path: Path, unused_tcp_port: int) -> None:
+    port = unused_tcp_port  # pytest-asyncio's
     script = tmp_path / "server.py"
     script.write_text(SERVER)
     server = subprocess.Popen(

@@ -19,7 +19,8 @@ from aioreqctx import keys
 
 from .conftest import LoopFactory, run
 from .http_helpers import get_request, raw_exchange, serving
-from .log_capture import attached, eventually
+from .log_capture import attached
+from .waiting import until
 
 
 def pure_structlog_json(stream: io.StringIO) -> None:
@@ -123,7 +124,7 @@ def test_pure_structlog_json(loop_factory: LoopFactory, reset_structlog: None) -
     async def main() -> None:
         structlog.get_logger().info("startup")
         await serve_two_requests(access_log_class)
-        await eventually(lambda: stream.getvalue().count('"event": "access"') == 2)
+        await until(lambda: stream.getvalue().count('"event": "access"') == 2, "2 access lines")
 
     run(loop_factory, main)
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
@@ -140,7 +141,7 @@ def test_stdlib_integrated_json(loop_factory: LoopFactory, reset_structlog: None
     async def main() -> None:
         structlog.get_logger("tests.sl.app").info("startup")
         await serve_two_requests(access_log_class)
-        await eventually(lambda: stream.getvalue().count('"event": "access"') == 2)
+        await until(lambda: stream.getvalue().count('"event": "access"') == 2, "2 access lines")
 
     with attached("tests.sl", handler):
         run(loop_factory, main)
@@ -185,7 +186,7 @@ def test_stdlib_integrated_json_has_aioreqctxs_own_events_as_fields_once(
         async with serving(app, access_log_class=context.AccessLogger) as port:
             (response,) = await raw_exchange(port, get_request("/", b"X-Request-ID: own-1"))
             assert response.status == 200
-        await eventually(lambda: "connection_completed" in stream.getvalue())
+        await until(lambda: "connection_completed" in stream.getvalue(), "connection_completed")
 
     with attached("aiohttp.access", handler), attached("aioreqctx", handler):
         run(loop_factory, main)

@@ -28,7 +28,6 @@ from aioreqctx.propagation.jobs import CARRIED_PARENT_JOB_ID, CARRIED_REQUEST_ID
 from .conftest import LoopFactory, run
 from .http_helpers import serving
 from .log_capture import ListHandler, attached
-from .redis_server import RedisServer
 from .taskiq_app import (
     LINE_FORMAT,
     WORKER_CONTEXT,
@@ -45,14 +44,14 @@ WORKER_OPTIONS = ("--workers", "1", "--no-configure-logging", "--wait-tasks-time
 
 
 @pytest.fixture(params=["redis", "memory"])
-def make_app(request: pytest.FixtureRequest, redis_server: RedisServer) -> Callable[..., TaskiqApp]:
+def make_app(request: pytest.FixtureRequest, redis_url: str) -> Callable[..., TaskiqApp]:
     """Builds a ``TaskiqApp`` on a fresh Redis queue, or on an in-memory broker."""
 
     def make(**options: Any) -> TaskiqApp:
         if request.param == "memory":
             return TaskiqApp(memory_broker(**options))
         queue = f"taskiq-{request.node.name}-{os.urandom(4).hex()}"
-        return TaskiqApp(redis_broker(redis_server.url, queue, **options))
+        return TaskiqApp(redis_broker(redis_url, queue, **options))
 
     return make
 
@@ -371,12 +370,10 @@ def test_a_bad_propagation_is_refused() -> None:
         JobContextMiddleware({"outside_request": "skip"})  # type: ignore[arg-type]
 
 
-def test_a_taskiq_worker_process_logs_under_the_handlers_id(
-    redis_server: RedisServer, tmp_path: Path
-) -> None:
+def test_a_taskiq_worker_process_logs_under_the_handlers_id(redis_url: str, tmp_path: Path) -> None:
     """`taskiq worker` in a process of its own, its output captured."""
     queue = f"taskiq-process-{os.urandom(4).hex()}"
-    env = {**os.environ, "REDIS_URL": redis_server.url, "TASKIQ_QUEUE": queue}
+    env = {**os.environ, "REDIS_URL": redis_url, "TASKIQ_QUEUE": queue}
     output = tmp_path / "worker.log"
     with output.open("w") as sink:
         worker = subprocess.Popen(
@@ -388,7 +385,7 @@ def test_a_taskiq_worker_process_logs_under_the_handlers_id(
             start_new_session=True,
         )
     try:
-        app = TaskiqApp(redis_broker(redis_server.url, queue))
+        app = TaskiqApp(redis_broker(redis_url, queue))
 
         async def main() -> list[str]:
             await app.broker.startup()

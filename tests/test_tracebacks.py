@@ -15,7 +15,8 @@ from aioreqctx.log.tracebacks import format_exception
 
 from .conftest import LoopFactory, run
 from .http_helpers import serving
-from .log_capture import ListHandler, attached, eventually
+from .log_capture import ListHandler, attached
+from .waiting import until
 
 FORGED = "\nINFO [admin] app.auth: login ok\u2028WARNING [-] app: \x85done"
 
@@ -49,7 +50,7 @@ def test_unhandled_error_tracebacks_escape_request_input(
             headers = {"X-Request-ID": "tb-1"}
             async with session.get(url, params=params, headers=headers) as response:
                 assert response.status == 500
-        await eventually(lambda: len(handler.records) == 3)  # started, error, failed
+        await until(lambda: len(handler.records) == 3, "3 records")  # started, error, failed
 
     undo = set_up(handler)
     try:
