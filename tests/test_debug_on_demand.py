@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import io
+import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+import redis
+import structlog
 from aiohttp import ClientSession, web
 from arq.connections import ArqRedis
 from arq.cron import CronJob
@@ -20,12 +24,12 @@ from arq.worker import Function, create_worker
 
 import aioreqctx
 from aioreqctx.integrations.arq import ArqPropagation
-from aioreqctx.log import DebugOnDemand, LogBuffer
+from aioreqctx.log import DebugOnDemand, LogBuffer, buffering_bound_logger
+from aioreqctx.log.buffer import buffering
 
 from .conftest import LoopFactory, run
 from .http_helpers import serving
 from .log_capture import ListHandler, attached
-from .redis_server import RedisServer
 from .test_arq import WORKER_TIMEOUT, pool_for, settings
 
 log = logging.getLogger("tests.debug")
@@ -142,14 +146,14 @@ async def debug_job(ctx: dict[str, Any]) -> None:
 
 
 def test_the_decision_reaches_a_downstream_service_and_an_arq_job(
-    lines: ListHandler, redis_server: RedisServer, loop_factory: LoopFactory
+    lines: ListHandler, redis_url: str, redisdb: redis.Redis, loop_factory: LoopFactory
 ) -> None:
-    redis_server.flushall()
+    redisdb.flushall()
     jobs = ArqPropagation(aioreqctx.JobPropagation(debug_on_demand=LOOPBACK))
 
     async def main() -> None:
         async with (
-            pool_for(redis_server, jobs) as pool,
+            pool_for(redis_url, jobs) as pool,
             serving(service("back", LOOPBACK)) as back,
             serving(
                 service("front", LOOPBACK, downstream=f"http://127.0.0.1:{back}/", pool=pool)
@@ -168,7 +172,7 @@ def test_the_decision_reaches_a_downstream_service_and_an_arq_job(
 
         worker = create_worker(
             WorkerSettings,
-            redis_settings=settings(redis_server),
+            redis_settings=settings(redis_url),
             burst=True,
             poll_delay=0.01,
             handle_signals=False,
@@ -203,3 +207,19 @@ def test_a_bad_debug_on_demand_option_is_refused_by_name(
 ) -> None:
     with pytest.raises((ValueError, TypeError), match=message):
         DebugOnDemand(**options)
+
+
+def test_structlog_writes_a_trusted_requests_debug_lines_at_once() -> None:
+    stream = io.StringIO()
+    structlog.configure(
+        processors=[aioreqctx.add_request_context, structlog.processors.JSONRenderer()],
+        wrapper_class=buffering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+    )
+    try:
+        with aioreqctx.scope({aioreqctx.REQUEST_ID: "asks"}), buffering(LOOPBACK.lines()):
+            structlog.get_logger().debug("the details")
+            assert stream.getvalue() != ""  # written at once, before the block ends
+    finally:
+        structlog.reset_defaults()
+    assert json.loads(stream.getvalue()) == {"event": "the details", "request_id": "asks"}
