@@ -40,3 +40,6 @@ PARENT_JOB_ID = "aioreqctx.parent_job_id"
 ROUTE = "aioreqctx.route"
 """The request's route: its aiohttp resource pattern (``/users/{id}``), set by the observers
 that need it (the in-flight registry, ``aioreqctx.integrations.asyncpg``); absent otherwise."""
+
+PARENT_REQUEST_ID = "aioreqctx.parent_request_id"
+"""In one WebSocket message (``aioreqctx.web.messages``): the connection's request ID."""

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any, NamedTuple
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from .._core.await_chain import await_chain
 from .._core.emit import event_sink
@@ -50,6 +50,8 @@ class InFlightEntry(NamedTuple):
     timings: OperationTimings | None
     route: str | None = None
     task: asyncio.Task[Any] | None = None
+    long_lived: bool = False
+    """A WebSocket or server-sent-events connection: never dropped as stale."""
 
     def age_seconds(self, now: float | None = None) -> float:
         return (perf_counter() if now is None else now) - self.started
@@ -68,6 +70,7 @@ class InFlightEntry(NamedTuple):
             "age_seconds": round(self.age_seconds(now), 6),
             "start_time": self.start_time,
             "current_operation": self.current_operation(),
+            "long_lived": self.long_lived,
         }
         if chain:
             task = self.task
@@ -78,6 +81,8 @@ class InFlightEntry(NamedTuple):
 
 
 _STARTED = InFlightEntry._fields.index("started")
+_PATH = InFlightEntry._fields.index("path")
+_LONG_LIVED = InFlightEntry._fields.index("long_lived")
 
 
 def route_of(request: web.Request) -> str:
@@ -157,10 +162,17 @@ class InFlightRegistry:
         self._next_sweep = perf_counter() + self._sweep_every
 
     def add(
-        self, mapping: Context, *, method: str | None, path: str, route: str | None = None
+        self,
+        mapping: Context,
+        *,
+        method: str | None,
+        path: str,
+        route: str | None = None,
+        long_lived: bool = False,
     ) -> None:
         """Register the unit of work whose context is ``mapping`` (until ``remove(mapping)``),
-        run by the current task."""
+        run by the current task; a ``long_lived`` one (a WebSocket, an event stream) is never
+        dropped as stale."""
         get = mapping.get
         timings = get(OPERATIONS)
         started = get(START_MONOTONIC)
@@ -176,6 +188,7 @@ class InFlightRegistry:
             timings if type(timings) is OperationTimings else None,
             route,
             running_task(),
+            long_lived,
         )
         if started >= self._next_sweep:
             self.drop_stale(perf_counter())
@@ -184,8 +197,23 @@ class InFlightRegistry:
         """Forget ``mapping``'s entry; nothing happens if it is not (or no longer) there."""
         self._entries.pop(id(mapping), None)
 
+    def path_of(self, mapping: Context) -> str | None:
+        """The path ``mapping``'s unit of work was registered with, if it is registered."""
+        values = self._entries.get(id(mapping))
+        return None if values is None else str(values[_PATH])
+
     def request_started(self, request: web.Request, mapping: Context) -> None:
-        self.add(mapping, method=request.method, path=request.path, route=route_of(request))
+        headers = request.headers
+        long_lived = headers.get(
+            hdrs.UPGRADE, ""
+        ).lower() == "websocket" or "text/event-stream" in headers.get(hdrs.ACCEPT, "")
+        self.add(
+            mapping,
+            method=request.method,
+            path=request.path,
+            route=route_of(request),
+            long_lived=long_lived,
+        )
         if self.name_tasks:
             task = running_task()
             if task is not None:
@@ -216,7 +244,11 @@ class InFlightRegistry:
         now = perf_counter() if now is None else now
         oldest_allowed = now - self.max_age_seconds
         self._next_sweep = now + self._sweep_every
-        stale = [key for key, v in self._entries.copy().items() if v[_STARTED] < oldest_allowed]
+        stale = [
+            key
+            for key, v in self._entries.copy().items()
+            if v[_STARTED] < oldest_allowed and not v[_LONG_LIVED]
+        ]
         dropped = [values for key in stale if (values := self._entries.pop(key, None))]
         for values in dropped:
             fields = InFlightEntry(*values).to_dict(now, chain=True)
