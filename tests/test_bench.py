@@ -148,3 +148,9 @@ def test_quick_detach_benchmark_runs_every_case() -> None:
     stdout = run_bench("detach.py")
     assert stdout.count("detached()") == 4  # two loops, each a row and a ratio
     assert "ratio capture() + activate() / scope()" in stdout
+
+
+def test_quick_log_buffer_benchmark_runs_every_case() -> None:
+    stdout = run_bench("log_buffer.py")
+    assert stdout.count("| stdlib, ") == 5
+    assert stdout.count("| structlog, ") == 4

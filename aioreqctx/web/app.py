@@ -19,7 +19,10 @@ from .._core.factories import TaskFactory
 from .._core.options import RULES, Rule, check_all, exactly
 from .._core.serving_loop import factory_while_serving
 from ..events import LifecycleCollector, LifecycleEvent, NoopCollector, as_collector
+from ..log.buffer import LogBuffer
+from ..log.debug import DebugOnDemand
 from .inflight import InFlightRegistry
+from .log_buffer import LogLinesObserver
 from .middleware import MIDDLEWARE_OPTIONS, RequestIdMiddleware
 from .observers import RequestObserver
 from .outliving import accepts_seconds, outliving_task_detector
@@ -50,6 +53,14 @@ OPTIONS: dict[str, Rule] = {
         "a task factory (loop, coro, **kwargs) or None",
     ),
     "warn_outliving_tasks": (accepts_seconds, "a number of seconds > 0, or None (off)"),
+    "log_buffer": (
+        lambda value: value is None or isinstance(value, LogBuffer),
+        "an aioreqctx.log.LogBuffer or None",
+    ),
+    "debug_on_demand": (
+        lambda value: value is None or isinstance(value, DebugOnDemand),
+        "an aioreqctx.log.DebugOnDemand or None",
+    ),
     # RequestIdMiddleware's fields, checked by the rules the middleware itself uses
     **{name: RULES[name] for name in MIDDLEWARE_OPTIONS},
 }
@@ -65,6 +76,8 @@ def setup(
     registry: InFlightRegistry | None = None,
     task_factory: TaskFactory | None = None,
     warn_outliving_tasks: float | None = None,
+    log_buffer: LogBuffer | None = None,
+    debug_on_demand: DebugOnDemand | None = None,
     **options: Any,
 ) -> RequestIdMiddleware:
     """Install the middleware (outermost) and the ``on_response_prepare`` handler on ``app``.
@@ -76,9 +89,12 @@ def setup(
     (``True`` or a ``RequestEvents``: request_started/finished/failed lines), ``registry``
     (an ``InFlightRegistry`` of the requests in flight) and ``task_factory`` (put on the loop
     that serves the app while it runs, so the tasks handlers spawn go through it, with an
-    ``IsolatedThreadPoolExecutor`` as the loop's default executor) and ``warn_outliving_tasks``
+    ``IsolatedThreadPoolExecutor`` as the loop's default executor), ``warn_outliving_tasks``
     (seconds: warn once per coroutine function about a task still running that long after the
-    request that started it finished; off by default, 30 is a sensible value).
+    request that started it finished; off by default, 30 is a sensible value),
+    ``log_buffer`` (an ``aioreqctx.log.LogBuffer``: each request's DEBUG lines are written
+    only if it fails) and ``debug_on_demand`` (an ``aioreqctx.log.DebugOnDemand``: a trusted
+    request asking with its header is logged at DEBUG).
     """
     check_all(
         "setup()",
@@ -89,6 +105,8 @@ def setup(
             "registry": registry,
             "task_factory": task_factory,
             "warn_outliving_tasks": warn_outliving_tasks,
+            "log_buffer": log_buffer,
+            "debug_on_demand": debug_on_demand,
             **options,
         },
         OPTIONS,
@@ -105,6 +123,11 @@ def setup(
         )
     _refuse_a_second_middleware(app, installed=0)
     observers: list[RequestObserver] = list(options.pop("observers", ()))
+    buffer_observer = None
+    if log_buffer is not None or debug_on_demand is not None:
+        # first: the lines it writes come before other observers' lines
+        buffer_observer = LogLinesObserver(log_buffer, debug_on_demand)
+        observers.insert(0, buffer_observer)
     if request_events is True:
         request_events = RequestEvents()
     if isinstance(request_events, RequestEvents):
@@ -128,6 +151,8 @@ def setup(
         app.cleanup_ctx.append(factory_while_serving(task_factory))
     if warn_outliving_tasks is not None:
         app.cleanup_ctx.append(outliving_task_detector(warn_outliving_tasks))
+    if buffer_observer is not None:
+        app.cleanup_ctx.append(buffer_observer.hook_while_serving)
     app[MIDDLEWARE] = middleware
     return middleware
 
