@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Iterable
 
-from .jsonsafe import safe_text
+from .emit import safe_text
 
 NO_REQUEST_ID = "-"
 """What log lines show for "no request"; never accepted as a request's ID."""

@@ -15,10 +15,9 @@ from types import TracebackType
 from typing import Any
 
 from .. import keys
-from .emit import reported_if_failing
+from .emit import error_fields, reported_if_failing, safe_text
 from .ids import escaped, is_valid_request_id, new_request_id
-from .jsonsafe import safe_text
-from .request_view import Registry, RequestContext, error_fields
+from .request_view import Registry, RequestContext
 from .store import scope
 from .sync_or_async import SyncOrAsync
 from .timing import OperationTimings

@@ -15,8 +15,7 @@ from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
 from .. import keys
-from .emit import EventSink, event_sink
-from .jsonsafe import JsonValue, json_safe, safe_text
+from .emit import EventSink, JsonValue, event_sink, json_safe
 from .layered import note_write
 from .store import Context, current_mapping
 from .timing import OperationTimings
@@ -137,15 +136,6 @@ class RequestContext:
 
     def __repr__(self) -> str:
         return f"<RequestContext request_id={self.request_id!r}>"
-
-
-def error_fields(error: BaseException, *, traceback: bool = True) -> dict[str, Any]:
-    """What an event about ``error`` carries: its type, its message (the sink escapes it) and,
-    unless told not to (a cancellation is no bug), its traceback as ``exc_info``."""
-    fields: dict[str, Any] = {"error": type(error).__name__, "error_message": safe_text(error)}
-    if traceback:
-        fields["exc_info"] = error
-    return fields
 
 
 @runtime_checkable

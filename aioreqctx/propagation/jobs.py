@@ -23,11 +23,10 @@ from typing import Any, Literal
 
 from .. import keys
 from .._core.deadline import format_deadline, parse_deadline
-from .._core.emit import enabled_check, event_sink, reported_if_failing
+from .._core.emit import enabled_check, error_fields, event_sink, reported_if_failing, safe_text
 from .._core.id_callbacks import checked_generator, checked_validator
 from .._core.ids import escaped, is_valid_request_id, new_request_id, sendable_id
-from .._core.jsonsafe import safe_text
-from .._core.request_view import Registry, error_fields
+from .._core.request_view import Registry
 from .._core.store import Context, current_mapping, scope
 from .._core.sync_or_async import SyncOrAsync
 from .._core.timing import OperationTimings

@@ -26,9 +26,8 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 
-from .._core.emit import event_sink
+from .._core.emit import JsonValue, event_sink, json_safe
 from .._core.ids import peer_address
-from .._core.jsonsafe import JsonValue, json_safe
 from .._core.options import HEADER_NAME, Rule, check
 from .._core.store import Context
 from .._core.timing import OperationTimings

@@ -32,8 +32,8 @@ from typing import Any
 from aiohttp import web
 
 from .._core.deadline import deadline_expired
-from .._core.emit import enabled_check, event_sink
-from .._core.request_view import REQUESTS_LOGGER, error_fields
+from .._core.emit import enabled_check, error_fields, event_sink
+from .._core.request_view import REQUESTS_LOGGER
 from .._core.store import Context
 from .middleware import OWN_RECORD
 
