@@ -24,8 +24,14 @@ from typing import Any, Literal
 from .. import keys
 from .._core.deadline import format_deadline, parse_deadline
 from .._core.emit import enabled_check, error_fields, event_sink, reported_if_failing, safe_text
-from .._core.id_callbacks import checked_generator, checked_validator
-from .._core.ids import escaped, is_valid_request_id, new_request_id, sendable_id
+from .._core.ids import (
+    checked_generator,
+    checked_validator,
+    escaped,
+    is_valid_request_id,
+    new_request_id,
+    sendable_id,
+)
 from .._core.request_view import Registry
 from .._core.store import Context, current_mapping, scope
 from .._core.sync_or_async import SyncOrAsync

@@ -23,9 +23,10 @@ from multidict import istr
 
 from .. import keys
 from .._core.factories import register_dispatcher
-from .._core.id_callbacks import checked_generator, checked_validator
 from .._core.ids import (
     Network,
+    checked_generator,
+    checked_validator,
     escaped,
     is_trusted,
     is_valid_request_id,
