@@ -18,12 +18,11 @@ configuration pays nothing.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from .emit import safe_text
 
@@ -39,8 +38,6 @@ SAFE_ID_LIMIT = 1024
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 _ZERO_TRACE_ID = "0" * 32
 ESCAPED_LIMIT = 64
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def is_valid_request_id(value: str) -> bool:
@@ -216,40 +213,3 @@ def checked_validator(validator: Callable[[str], bool]) -> Callable[[str], bool]
         return False
 
     return accepts
-
-
-def parse_networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
-    """CIDR strings as networks; raises ValueError naming the bad entry."""
-    networks = []
-    for cidr in cidrs:
-        try:
-            networks.append(ipaddress.ip_network(cidr, strict=False))
-        except ValueError as error:
-            raise ValueError(
-                f"trusted_networks: {cidr!r} is not a network; use CIDR such as '10.0.0.0/8'"
-            ) from error
-    return tuple(networks)
-
-
-def peer_address(remote: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """A peer address (``request.remote``) as an IP address, None for none (a Unix socket).
-
-    An IPv4-mapped IPv6 address (``::ffff:127.0.0.1``: an IPv4 peer of a dual-stack socket) is
-    the IPv4 address it stands for, so every rule on peers gives one answer on every Python
-    (3.13's ``is_loopback`` unmaps it, 3.11's and 3.12's do not).
-    """
-    if remote is None:
-        return None
-    try:
-        address = ipaddress.ip_address(remote)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def is_trusted(remote: str | None, networks: tuple[Network, ...]) -> bool:
-    """Whether a peer address (``request.remote``) is inside one of ``networks``."""
-    address = peer_address(remote)
-    return address is not None and any(address in network for network in networks)

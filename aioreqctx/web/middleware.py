@@ -11,8 +11,9 @@ them: ``aioreqctx.setup(app)`` installs both.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from time import perf_counter, time
@@ -24,22 +25,20 @@ from multidict import istr
 from .. import keys
 from .._core.factories import register_dispatcher
 from .._core.ids import (
-    Network,
     checked_generator,
     checked_validator,
     escaped,
-    is_trusted,
     is_valid_request_id,
     match_valid_request_id,
     new_request_id,
-    parse_networks,
     trace_id_of,
 )
 from .._core.options import check
 from .._core.snapshot import snapshot
 from .._core.store import Context, current_mapping, enter
-from .._core.timing import OperationTimings, server_timing_header
+from .._core.timing import OperationTimings
 from .observers import RequestObserver
+from .server_timing import SERVER_TIMING, server_timing_header
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Rejected = tuple[str, str]
@@ -95,7 +94,6 @@ class ResponseCutShort(web.StreamResponse):
         raise ConnectionResetError("the handler failed after its response started")
 
 
-SERVER_TIMING = istr("Server-Timing")
 _ERROR_STATUSES = frozenset((CLIENT_CLOSED_REQUEST, HTTPStatus.INTERNAL_SERVER_ERROR))
 
 logger = logging.getLogger("aioreqctx")
@@ -419,6 +417,46 @@ def _client_gone(request: web.Request) -> bool:
 def _error_response(status: HTTPStatus) -> web.Response:
     """What aiohttp itself would answer, built here so it runs inside the request's context."""
     return web.Response(status=status, text=f"{status.value}: {status.phrase}")
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
+    """CIDR strings as networks; raises ValueError naming the bad entry."""
+    networks = []
+    for cidr in cidrs:
+        try:
+            networks.append(ipaddress.ip_network(cidr, strict=False))
+        except ValueError as error:
+            raise ValueError(
+                f"trusted_networks: {cidr!r} is not a network; use CIDR such as '10.0.0.0/8'"
+            ) from error
+    return tuple(networks)
+
+
+def peer_address(remote: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A peer address (``request.remote``) as an IP address, None for none (a Unix socket).
+
+    An IPv4-mapped IPv6 address (``::ffff:127.0.0.1``: an IPv4 peer of a dual-stack socket) is
+    the IPv4 address it stands for, so every rule on peers gives one answer on every Python
+    (3.13's ``is_loopback`` unmaps it, 3.11's and 3.12's do not).
+    """
+    if remote is None:
+        return None
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def is_trusted(remote: str | None, networks: tuple[Network, ...]) -> bool:
+    """Whether a peer address (``request.remote``) is inside one of ``networks``."""
+    address = peer_address(remote)
+    return address is not None and any(address in network for network in networks)
 
 
 request_id_middleware = RequestIdMiddleware()
