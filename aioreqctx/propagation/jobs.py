@@ -32,10 +32,10 @@ from .._core.ids import (
     new_request_id,
     sendable_id,
 )
-from .._core.request_view import Registry
 from .._core.store import Context, current_mapping, scope
 from .._core.sync_or_async import SyncOrAsync
 from .._core.timing import OperationTimings
+from .._core.unit_of_work import Registry
 
 CARRIED_REQUEST_ID = "aioreqctx.request_id"
 """Carrier key: the enqueuer's request ID (the job's ``X-Request-ID``)."""

@@ -33,8 +33,8 @@ from aiohttp import web
 
 from .._core.deadline import deadline_expired
 from .._core.emit import enabled_check, error_fields, event_sink
-from .._core.request_view import REQUESTS_LOGGER
 from .._core.store import Context
+from .._core.unit_of_work import REQUESTS_LOGGER
 from .middleware import OWN_RECORD
 
 
