@@ -14,7 +14,7 @@ from aiohttp import web
 from yarl import URL
 
 import aioreqctx as context
-from aioreqctx.log.tracebacks import format_exception
+from aioreqctx.log.stdlib import format_exception
 
 from .conftest import LoopFactory, run
 from .http_helpers import serving

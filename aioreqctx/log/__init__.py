@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING
 from .._core.lazy import lazy_names
 
 if TYPE_CHECKING:
-    from .logging_context import log_context
+    from .fields import log_context
     from .processors import add_event_fields, add_request_context, request_context_processor
-    from .stdlib import RequestContextFilter, install_log_record_factory
-    from .tracebacks import format_exception
+    from .stdlib import RequestContextFilter, format_exception, install_log_record_factory
 
 __all__ = (
     "RequestContextFilter",
@@ -28,9 +27,8 @@ __all__ = (
 __getattr__, __dir__ = lazy_names(
     __name__,
     {
-        ".logging_context": ("log_context",),
+        ".fields": ("log_context",),
         ".processors": ("add_event_fields", "add_request_context", "request_context_processor"),
-        ".stdlib": ("RequestContextFilter", "install_log_record_factory"),
-        ".tracebacks": ("format_exception",),
+        ".stdlib": ("RequestContextFilter", "format_exception", "install_log_record_factory"),
     },
 )
