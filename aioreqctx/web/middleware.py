@@ -1,11 +1,13 @@
 """The aiohttp middleware: a fresh context per request, its ID policy, the ID on every response.
 
 Each request runs in a task of its own, so the middleware gives that task a fresh mapping
-(``store.enter``) and never resets it: aiohttp's ``on_response_prepare`` signal and access
-logger run after the middleware, in the same task, and still see the request (platform notes,
-pitfalls 3, 4, 5, 8). Streaming and WebSocket responses are prepared inside the handler, before
-the middleware gets them back, so only an ``on_response_prepare`` handler can put the ID on
-them: ``aioreqctx.setup(app)`` installs both.
+(``store.enter``) and never resets it: aiohttp's ``on_response_prepare`` signal and access logger
+run after the middleware, in the same task, and still see the request. The fresh mapping is the
+middleware's, not a task factory's (on Python 3.12 and 3.13 aiohttp starts request tasks without the
+loop's factory), and never the inherited one (a mapping set at start-up is one object shared by
+every request). Streaming and WebSocket responses are prepared inside the handler, before the
+middleware gets them back, so only an ``on_response_prepare`` handler can put the ID on them:
+``aioreqctx.setup(app)`` installs both.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 In the style of django-structlog and ccproxy, each request logs when it starts and how it
 ended, with its ID, method, path, status and duration. They come from the middleware (a
 ``RequestObserver``), not from the access logger, because aiohttp writes no access line for a
-request whose client went away while it streamed (platform notes, pitfall 15).
+request whose client went away while it streamed (its write raised ``ConnectionResetError``).
 
 How each ending is logged:
 
