@@ -19,12 +19,13 @@ from .._core.ids import escaped
 from .._core.options import OPTIONAL_HEADER_NAME, check
 from .._core.store import Context
 from .middleware import UNTRUSTED_PEER
+from .observers import RequestObserver
 
 logger = logging.getLogger("aioreqctx")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class DeadlineObserver:
+class DeadlineObserver(RequestObserver):
     """A request observer that gives each request its deadline: ``setup(app, observers=(...,))``.
 
     ``header``: the incoming header to read (None: ignore incoming deadlines). Like the ID,
@@ -66,12 +67,3 @@ class DeadlineObserver:
                 deadline = incoming if deadline is None else min(deadline, incoming)
         if deadline is not None:
             mapping[keys.DEADLINE] = deadline
-
-    def request_finished(
-        self,
-        request: web.Request,
-        mapping: Context,
-        response: web.StreamResponse | None,
-        error: BaseException | None,
-    ) -> None:
-        """Nothing to do: the deadline ends with the request's mapping."""

@@ -32,6 +32,7 @@ from .._core.store import Context
 from .._core.timing import OperationTimings
 from ..keys import OPERATIONS, REQUEST_ID, START_MONOTONIC, START_TIME
 from .middleware import peer_address
+from .observers import Answer, Failure, RequestObserver
 
 REGISTRY_LOGGER = "aioreqctx.inflight"
 
@@ -102,7 +103,7 @@ _SECRET: Rule = (
 )
 
 
-class InFlightRegistry:
+class InFlightRegistry(RequestObserver):
     """The requests and jobs running now; a ``RequestObserver``.
 
     ``max_age_seconds``: entries older than this are dropped (each logged once, WARNING
@@ -159,11 +160,7 @@ class InFlightRegistry:
         self.add(mapping, method=request.method, path=request.path)
 
     def request_finished(
-        self,
-        request: web.Request,
-        mapping: Context,
-        response: web.StreamResponse | None,
-        error: BaseException | None,
+        self, request: web.Request, mapping: Context, response: Answer, error: Failure
     ) -> None:
         self.remove(mapping)
 

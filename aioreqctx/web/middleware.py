@@ -39,7 +39,7 @@ from .._core.options import check
 from .._core.snapshot import snapshot
 from .._core.store import Context, current_mapping, enter
 from .._core.timing import OperationTimings
-from .observers import RequestObserver
+from .observers import Answer, Failure, RequestObserver, overridden
 from .server_timing import SERVER_TIMING, server_timing_header
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -194,12 +194,17 @@ class RequestIdMiddleware:
                     f"{observer!r} is not a RequestObserver: it needs request_started() and "
                     "request_finished() methods"
                 )
-        # Bound once: the request path calls them without looking them up.
-        object.__setattr__(self, "_observed", bool(self.observers))
-        started = tuple(observer.request_started for observer in self.observers)
+        # Bound once, without the base's no-ops: the request path calls them without looking
+        # them up, and an observer that only uses one moment costs nothing at the other.
+        started = tuple(
+            o.request_started for o in self.observers if overridden(o, "request_started")
+        )
         object.__setattr__(self, "_started", started)
-        finished = tuple(observer.request_finished for observer in self.observers)
+        finished = tuple(
+            o.request_finished for o in self.observers if overridden(o, "request_finished")
+        )
         object.__setattr__(self, "_finished", finished)
+        object.__setattr__(self, "_observed", bool(finished))
 
     async def __call__(  # noqa: PLR0912, PLR0915 - one frame per request, on purpose
         self, request: web.Request, handler: Handler
@@ -339,11 +344,7 @@ class RequestIdMiddleware:
         return response
 
     def _tell_finished(
-        self,
-        request: web.Request,
-        mapping: Context,
-        response: web.StreamResponse | None,
-        error: BaseException | None,
+        self, request: web.Request, mapping: Context, response: Answer, error: Failure
     ) -> None:
         if (
             error is None

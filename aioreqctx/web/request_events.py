@@ -36,6 +36,7 @@ from .._core.emit import enabled_check, error_fields, event_sink
 from .._core.store import Context
 from .._core.unit_of_work import REQUESTS_LOGGER
 from .middleware import OWN_RECORD
+from .observers import Answer, Failure, RequestObserver
 
 
 def level_for_status(status: int) -> int:
@@ -47,7 +48,7 @@ def level_for_status(status: int) -> int:
     return logging.INFO
 
 
-class RequestEvents:
+class RequestEvents(RequestObserver):
     """Log each request's start and end; a ``RequestObserver``.
 
     ``logger``: a stdlib logger or its name (default ``aioreqctx.requests``) or a structlog
@@ -111,11 +112,7 @@ class RequestEvents:
             self._sink(self.started_level, "request_started", _fields(request, None))
 
     def request_finished(
-        self,
-        request: web.Request,
-        mapping: Context,
-        response: web.StreamResponse | None,
-        error: BaseException | None,
+        self, request: web.Request, mapping: Context, response: Answer, error: Failure
     ) -> None:
         if isinstance(error, web.HTTPException):  # raised, but an answer all the same
             response, error = error, None

@@ -39,6 +39,7 @@ from ..events import (
     next_connection_id,
 )
 from .middleware import OWN_RECORD, ResponseCutShort
+from .observers import Answer, Failure, RequestObserver
 
 logger = logging.getLogger("aioreqctx")
 
@@ -107,7 +108,7 @@ class _Connection:
         self.cut_short = False  # a handler failed mid-response: the server closed it
 
 
-class ServerEvents:
+class ServerEvents(RequestObserver):
     """Turns one application's connections and requests into events for ``collector``.
 
     ``setup(app, collector=...)`` creates it, passes it to the middleware as an observer and
@@ -243,11 +244,7 @@ class ServerEvents:
         )
 
     def request_finished(
-        self,
-        request: web.Request,
-        mapping: Context,
-        response: web.StreamResponse | None,
-        error: BaseException | None,
+        self, request: web.Request, mapping: Context, response: Answer, error: Failure
     ) -> None:
         # The connection's current call is this request's: HTTP/1.1 serves one at a time, and
         # a connection that closed meanwhile has settled its call and is gone from the table.
