@@ -34,8 +34,7 @@ from .._core.ids import (
 )
 from .._core.store import Context, current_mapping, scope
 from .._core.sync_or_async import SyncOrAsync
-from .._core.timing import OperationTimings
-from .._core.unit_of_work import Registry
+from .._core.unit_of_work import Registry, start_values
 
 CARRIED_REQUEST_ID = "aioreqctx.request_id"
 """Carrier key: the enqueuer's request ID (the job's ``X-Request-ID``)."""
@@ -371,15 +370,10 @@ class JobScope(SyncOrAsync[Context]):
             carrier = self._carrier
         elif self._carrier is not None:
             problems.append(("carrier", escaped(safe_text(self._carrier))))
-        mapping: dict[str, Any] = {
-            keys.REQUEST_ID: self._request_id(carrier, problems),
-            keys.START_MONOTONIC: perf_counter(),
-            keys.START_TIME: time.time(),
-            keys.OPERATIONS: OperationTimings(),
-            keys.JOB_ID: _shown(self._job_id),
-            keys.JOB_NAME: _shown(self._job_name),
-            keys.JOB_ATTEMPT: self._attempt,
-        }
+        mapping = start_values(self._request_id(carrier, problems))
+        mapping[keys.JOB_ID] = _shown(self._job_id)
+        mapping[keys.JOB_NAME] = _shown(self._job_name)
+        mapping[keys.JOB_ATTEMPT] = self._attempt
         if problems:
             mapping[keys.REJECTED_REQUEST_ID] = problems[-1][1]
         log_fields = {

@@ -39,6 +39,7 @@ from .._core.options import check
 from .._core.snapshot import snapshot
 from .._core.store import Context, current_mapping, enter
 from .._core.timing import OperationTimings
+from .._core.unit_of_work import START_KEYS
 from .observers import Answer, Failure, RequestObserver, overridden
 from .server_timing import SERVER_TIMING, server_timing_header
 
@@ -96,6 +97,7 @@ class ResponseCutShort(web.StreamResponse):
         raise ConnectionResetError("the handler failed after its response started")
 
 
+_ID, _START, _WALL, _TIMINGS = START_KEYS  # start_values' keys, for the inline mapping
 _ERROR_STATUSES = frozenset((CLIENT_CLOSED_REQUEST, HTTPStatus.INTERNAL_SERVER_ERROR))
 
 logger = logging.getLogger("aioreqctx")
@@ -225,12 +227,7 @@ class RequestIdMiddleware:
         else:
             request_id, rejected = self._request_id_for(request)
         own: OwnRecord = (request_id, perf_counter(), OperationTimings())
-        mapping: Context = {
-            keys.REQUEST_ID: request_id,
-            keys.START_MONOTONIC: own[1],
-            keys.START_TIME: time(),
-            keys.OPERATIONS: own[2],
-        }
+        mapping: Context = {_ID: request_id, _START: own[1], _WALL: time(), _TIMINGS: own[2]}
         inherited = current_mapping.get(None)
         if inherited is not None:  # the context the server was started in
             mapping = self._startup.under(inherited, mapping)
