@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from time import monotonic_ns, time_ns
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
-from ._core.emit import event_sink
+from ._core.emit import LIFECYCLE_LOGGER, event_sink, logger
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,8 +171,6 @@ def default_worker_id() -> int:
     return os.getpid()
 
 
-logger = logging.getLogger("aioreqctx")
-
 DEFAULT_BUFFER_SIZE = 1000
 """``BufferedCollector``'s default bound, in events (two or three per request)."""
 
@@ -282,7 +280,7 @@ class LoggingCollector:
         slow_request_threshold_ms: float = 5000.0,
         log_format: Literal["json", "text"] = "json",
         health_check_path: str | None = None,
-        logger: logging.Logger | str = "aioreqctx.lifecycle",
+        logger: logging.Logger | str = LIFECYCLE_LOGGER,
     ) -> None:
         if log_format not in ("json", "text"):
             raise ValueError(f"log_format must be 'json' or 'text', not {log_format!r}")

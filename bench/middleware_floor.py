@@ -34,9 +34,9 @@ from tasks import render
 
 import aioreqctx
 from aioreqctx import keys
+from aioreqctx._core.emit import REQUESTS_LOGGER
 from aioreqctx._core.store import current_mapping, enter
 from aioreqctx._core.timing import OperationTimings
-from aioreqctx._core.unit_of_work import REQUESTS_LOGGER
 from aioreqctx.web.middleware import CONTEXT_MAPPING, OWN_RECORD
 from aioreqctx.web.server_events import ServerEvents
 from aioreqctx.web.server_timing import server_timing_header

@@ -24,6 +24,20 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+# Every logger aioreqctx writes to, in one table (docs/logging.md lists them), as aiohttp's log.py.
+logger = logging.getLogger("aioreqctx")
+"""aioreqctx's own messages: misconfiguration, rejected input, a failing observer or callback."""
+REQUESTS_LOGGER = "aioreqctx.requests"
+"""Request events, ``unit_of_work``'s start and end, and ``RequestContext.log_event``."""
+JOBS_LOGGER = "aioreqctx.jobs"
+"""``job_started`` / ``job_finished`` from the job-queue propagation."""
+REGISTRY_LOGGER = "aioreqctx.inflight"
+"""The in-flight registry's ``inflight_stale`` warnings."""
+OPERATIONS_LOGGER = "aioreqctx.operations"
+"""``operation_finished`` (DEBUG) for each ``timed_operation``."""
+LIFECYCLE_LOGGER = "aioreqctx.lifecycle"
+"""``LoggingCollector``'s lifecycle events."""
+
 EventSink = Callable[[int, str, Mapping[str, Any]], None]
 """``sink(level, event, fields)``: write one event at a stdlib level number."""
 
@@ -116,7 +130,7 @@ def reported_if_failing(what: str, *args: object) -> Iterator[None]:
     try:
         yield
     except Exception:
-        logging.getLogger("aioreqctx").exception(f"logging {what} failed", *args)
+        logger.exception(f"logging {what} failed", *args)
 
 
 def error_fields(error: BaseException, *, traceback: bool = True) -> dict[str, Any]:

@@ -18,15 +18,12 @@ configuration pays nothing.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import threading
 from collections.abc import Callable
 
-from .emit import safe_text
-
-logger = logging.getLogger("aioreqctx")
+from .emit import logger, safe_text
 
 NO_REQUEST_ID = "-"
 """What log lines show for "no request"; never accepted as a request's ID."""

@@ -20,13 +20,13 @@ from time import perf_counter
 from typing import Any, ParamSpec, TypeVar
 
 from .. import keys
-from .emit import event_sink
+from .emit import OPERATIONS_LOGGER, event_sink
 from .store import current_mapping, get, running_task
 from .sync_or_async import SyncOrAsync
 
 P = ParamSpec("P")
 R = TypeVar("R")
-_operation_logger = logging.getLogger("aioreqctx.operations")
+_operation_logger = logging.getLogger(OPERATIONS_LOGGER)
 _log_operation = event_sink(_operation_logger)
 _counter_lock = threading.Lock()  # counters are rare and brief: one lock for every request
 

@@ -22,11 +22,13 @@ from typing import Any, Protocol, runtime_checkable
 
 from .. import keys
 from .emit import (
+    REQUESTS_LOGGER,
     EventSink,
     JsonValue,
     error_fields,
     event_sink,
     json_safe,
+    logger,
     reported_if_failing,
     safe_text,
 )
@@ -48,9 +50,6 @@ def start_values(request_id: str) -> dict[str, Any]:
         zip(START_KEYS, (request_id, perf_counter(), time(), OperationTimings()), strict=True)
     )
 
-
-REQUESTS_LOGGER = "aioreqctx.requests"
-"""The stdlib logger that request events and ``log_event`` write to unless told otherwise."""
 
 _default_sink = event_sink(REQUESTS_LOGGER)
 
@@ -178,9 +177,6 @@ class Registry(Protocol):
     def add(self, mapping: Context, *, method: str | None, path: str) -> None: ...
 
     def remove(self, mapping: Context) -> None: ...
-
-
-logger = logging.getLogger("aioreqctx")
 
 
 class unit_of_work(SyncOrAsync[RequestContext]):  # noqa: N801 - used like contextlib's lower-case context managers

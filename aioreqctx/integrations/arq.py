@@ -21,13 +21,13 @@ change: ``test_results_and_job_info_are_arqs_own`` (the dicts arq hands the seri
 from __future__ import annotations
 
 import functools
-import logging
 import pickle
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any, overload
 
+from .._core.emit import logger
 from ..propagation.jobs import JobPropagation
 from . import missing_extra
 
@@ -44,7 +44,6 @@ Deserializer = Callable[[bytes], dict[str, Any]]
 CARRIER_FIELD = "aioreqctx"
 """The key of the carrier in arq's serialized job dict (arq's own keys are one letter)."""
 
-logger = logging.getLogger("aioreqctx")
 
 _NOT_DESERIALIZED: Any = object()
 _carried: ContextVar[Any] = ContextVar("aioreqctx.arq_carried", default=_NOT_DESERIALIZED)

@@ -23,7 +23,15 @@ from typing import Any, Literal
 
 from .. import keys
 from .._core.deadline import format_deadline, parse_deadline
-from .._core.emit import enabled_check, error_fields, event_sink, reported_if_failing, safe_text
+from .._core.emit import (
+    JOBS_LOGGER,
+    enabled_check,
+    error_fields,
+    event_sink,
+    logger,
+    reported_if_failing,
+    safe_text,
+)
 from .._core.ids import (
     checked_generator,
     checked_validator,
@@ -57,12 +65,7 @@ MAX_CARRIED_VALUE = 1024
 SHOWN_LIMIT = 200
 """A queue's job ID or name longer than this is cut short in the context and log lines."""
 
-JOBS_LOGGER = "aioreqctx.jobs"
-"""The stdlib logger job events go to unless told otherwise."""
-
 Outcome = Literal["success", "error", "retry", "cancelled"]
-
-logger = logging.getLogger("aioreqctx")
 
 
 def _outcome(

@@ -6,7 +6,6 @@ without loading the server.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from dataclasses import dataclass
@@ -15,13 +14,12 @@ from aiohttp import web
 
 from .. import keys
 from .._core.deadline import DEADLINE_HEADER, parse_deadline
+from .._core.emit import logger
 from .._core.ids import escaped
 from .._core.options import OPTIONAL_HEADER_NAME, check
 from .._core.store import Context
 from .middleware import UNTRUSTED_PEER
 from .observers import RequestObserver
-
-logger = logging.getLogger("aioreqctx")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

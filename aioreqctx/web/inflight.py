@@ -26,15 +26,13 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 
-from .._core.emit import JsonValue, event_sink, json_safe
+from .._core.emit import REGISTRY_LOGGER, JsonValue, event_sink, json_safe
 from .._core.options import HEADER_NAME, Rule, check
 from .._core.store import Context
 from .._core.timing import OperationTimings
 from ..keys import OPERATIONS, REQUEST_ID, START_MONOTONIC, START_TIME
 from .middleware import peer_address
 from .observers import Answer, Failure, RequestObserver
-
-REGISTRY_LOGGER = "aioreqctx.inflight"
 
 
 class InFlightEntry(NamedTuple):

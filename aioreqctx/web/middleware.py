@@ -25,6 +25,7 @@ from aiohttp import web
 from multidict import istr
 
 from .. import keys
+from .._core.emit import logger
 from .._core.factories import register_dispatcher
 from .._core.ids import (
     checked_generator,
@@ -100,7 +101,6 @@ class ResponseCutShort(web.StreamResponse):
 _ID, _START, _WALL, _TIMINGS = START_KEYS  # start_values' keys, for the inline mapping
 _ERROR_STATUSES = frozenset((CLIENT_CLOSED_REQUEST, HTTPStatus.INTERNAL_SERVER_ERROR))
 
-logger = logging.getLogger("aioreqctx")
 server_logger = logging.getLogger("aiohttp.server")
 
 # aiohttp's connection task starts each request's task: under a factory those must not share it.

@@ -32,9 +32,8 @@ from typing import Any
 from aiohttp import web
 
 from .._core.deadline import deadline_expired
-from .._core.emit import enabled_check, error_fields, event_sink
+from .._core.emit import REQUESTS_LOGGER, enabled_check, error_fields, event_sink
 from .._core.store import Context
-from .._core.unit_of_work import REQUESTS_LOGGER
 from .middleware import OWN_RECORD
 from .observers import Answer, Failure, RequestObserver
 

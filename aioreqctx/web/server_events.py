@@ -19,13 +19,13 @@ its own, aiohttp#3406) is done.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
 from aiohttp import web
 
+from .._core.emit import logger
 from .._core.store import Context
 from ..events import (
     ClientDisconnected,
@@ -40,8 +40,6 @@ from ..events import (
 )
 from .middleware import OWN_RECORD, ResponseCutShort
 from .observers import Answer, Failure, RequestObserver
-
-logger = logging.getLogger("aioreqctx")
 
 # An idle connection closed this close to aiohttp's keep-alive timeout was closed by it.
 _TIMEOUT_TOLERANCE_S = 0.05
