@@ -14,7 +14,7 @@ import aioreqctx
 from aioreqctx._core import emit
 from aioreqctx._core.emit import event_sink, logfmt_value
 
-from .log_capture import ListHandler, attached
+from .support.log_capture import ListHandler, attached
 
 
 class Unprintable:

@@ -17,8 +17,8 @@ import aioreqctx as context
 from aioreqctx import keys
 
 from .conftest import LoopFactory, run
-from .http_helpers import get_request, raw_exchange, serving
-from .log_capture import capture
+from .support.http_helpers import get_request, raw_exchange, serving
+from .support.log_capture import capture
 
 
 def seen_here(where: str) -> dict[str, Any]:

@@ -17,9 +17,9 @@ import aioreqctx as context
 from aioreqctx.log.stdlib import format_exception
 
 from .conftest import LoopFactory, run
-from .http_helpers import serving
-from .log_capture import ListHandler, attached
-from .waiting import until
+from .support.http_helpers import serving
+from .support.log_capture import ListHandler, attached
+from .support.waiting import until
 
 FORGED = "\nINFO [admin] app.auth: login ok\u2028WARNING [-] app: \x85done"
 

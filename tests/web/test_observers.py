@@ -11,8 +11,8 @@ from aiohttp import web
 import aioreqctx as context
 from aioreqctx.web.observers import Answer, Failure, RequestObserver
 
-from .conftest import LoopFactory, run
-from .http_helpers import get_request, raw_exchange, serving
+from ..conftest import LoopFactory, run
+from ..support.http_helpers import get_request, raw_exchange, serving
 
 
 class Recorder:
