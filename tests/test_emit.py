@@ -92,6 +92,7 @@ def test_the_logging_guide_lists_every_logger_aioreqctx_writes_to() -> None:
         emit.REGISTRY_LOGGER,
         emit.OPERATIONS_LOGGER,
         emit.LIFECYCLE_LOGGER,
+        emit.SQL_LOGGER,
     ]
     assert listed == table
     sources = (Path(__file__).resolve().parent.parent / "aioreqctx").rglob("*.py")

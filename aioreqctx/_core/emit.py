@@ -37,6 +37,8 @@ OPERATIONS_LOGGER = "aioreqctx.operations"
 """``operation_finished`` (DEBUG) for each ``timed_operation``."""
 LIFECYCLE_LOGGER = "aioreqctx.lifecycle"
 """``LoggingCollector``'s lifecycle events."""
+SQL_LOGGER = "aioreqctx.sql"
+"""The asyncpg integration's ``slow_query`` warnings."""
 
 EventSink = Callable[[int, str, Mapping[str, Any]], None]
 """``sink(level, event, fields)``: write one event at a stdlib level number."""

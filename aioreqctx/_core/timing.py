@@ -23,6 +23,7 @@ from .. import keys
 from .emit import OPERATIONS_LOGGER, event_sink
 from .store import current_mapping, get, running_task
 from .sync_or_async import SyncOrAsync
+from .usage import Usage
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -52,11 +53,12 @@ class OperationTimings:
     internally). Counters read-modify-write, so they lock.
     """
 
-    __slots__ = ("_counters", "_dropped", "_entries", "_running")
+    __slots__ = ("_counters", "_dropped", "_entries", "_running", "_usage")
     _entries: list[tuple[str, float]]
     _running: list[str]
     _counters: dict[str, float]
     _dropped: int
+    _usage: Usage
 
     def __deepcopy__(self, memo: dict[int, Any]) -> OperationTimings:
         return self  # one record per request, whichever task copies the context
@@ -118,6 +120,19 @@ class OperationTimings:
     def counters(self) -> dict[str, float]:
         with _counter_lock:
             return dict(getattr(self, "_counters", {}))
+
+    def usage(self) -> Usage:
+        """What the request used of its dependencies (SQL, HTTP, ...), made on first use."""
+        try:
+            return self._usage
+        except AttributeError:
+            usage: Usage = self._part("_usage", Usage)
+            return usage
+
+    def usage_summary(self) -> dict[str, int | float]:
+        """``usage().summary()``, without making one for a request that used nothing."""
+        usage: Usage | None = getattr(self, "_usage", None)
+        return {} if usage is None else usage.summary()
 
 
 _Use = tuple[float, "OperationTimings | None"]

@@ -142,6 +142,13 @@ class RequestContext:
         operations = [{"name": name, "duration_ms": ms} for name, ms in timings.entries()]
         return {"counters": timings.counters(), "operations": operations}
 
+    @property
+    def usage(self) -> dict[str, int | float]:
+        """What it used of its dependencies: ``{"db_queries": 3, "db_queries_ms": 4.2, ...}``
+        (``aioreqctx.integrations.asyncpg`` and others feed it); empty if nothing."""
+        timings = self.timings
+        return {} if timings is None else timings.usage_summary()
+
     def log_event(self, event: str, /, level: int = logging.INFO, **fields: Any) -> None:
         """One structured line: ``event request_id=... duration_ms=...`` and ``fields``."""
         self.log(level, event, fields)

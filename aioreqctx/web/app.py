@@ -19,7 +19,10 @@ from .._core.factories import TaskFactory
 from .._core.options import RULES, Rule, check_all, exactly
 from .._core.serving_loop import factory_while_serving
 from ..events import LifecycleCollector, LifecycleEvent, NoopCollector, as_collector
+from ..log.buffer import LogBuffer
+from ..log.debug import DebugOnDemand
 from .inflight import InFlightRegistry
+from .log_buffer import LogLinesObserver
 from .middleware import MIDDLEWARE_OPTIONS, RequestIdMiddleware
 from .observers import RequestObserver
 from .request_events import RequestEvents
@@ -48,6 +51,14 @@ OPTIONS: dict[str, Rule] = {
         lambda value: value is None or callable(value),
         "a task factory (loop, coro, **kwargs) or None",
     ),
+    "log_buffer": (
+        lambda value: value is None or isinstance(value, LogBuffer),
+        "an aioreqctx.log.LogBuffer or None",
+    ),
+    "debug_on_demand": (
+        lambda value: value is None or isinstance(value, DebugOnDemand),
+        "an aioreqctx.log.DebugOnDemand or None",
+    ),
     # RequestIdMiddleware's fields, checked by the rules the middleware itself uses
     **{name: RULES[name] for name in MIDDLEWARE_OPTIONS},
 }
@@ -62,6 +73,8 @@ def setup(
     request_events: RequestEvents | bool = False,
     registry: InFlightRegistry | None = None,
     task_factory: TaskFactory | None = None,
+    log_buffer: LogBuffer | None = None,
+    debug_on_demand: DebugOnDemand | None = None,
     **options: Any,
 ) -> RequestIdMiddleware:
     """Install the middleware (outermost) and the ``on_response_prepare`` handler on ``app``.
@@ -72,7 +85,10 @@ def setup(
     and the ``worker_id`` its events carry (default: the process ID), ``request_events``
     (``True`` or a ``RequestEvents``: request_started/finished/failed lines), ``registry``
     (an ``InFlightRegistry`` of the requests in flight) and ``task_factory`` (put on the loop
-    that serves the app while it runs, so the tasks handlers spawn go through it).
+    that serves the app while it runs, so the tasks handlers spawn go through it) and
+    ``log_buffer`` (an ``aioreqctx.log.LogBuffer``: each request's DEBUG lines are written
+    only if it fails) and ``debug_on_demand`` (an ``aioreqctx.log.DebugOnDemand``: a trusted
+    request asking with its header is logged at DEBUG).
     """
     check_all(
         "setup()",
@@ -82,6 +98,8 @@ def setup(
             "request_events": request_events,
             "registry": registry,
             "task_factory": task_factory,
+            "log_buffer": log_buffer,
+            "debug_on_demand": debug_on_demand,
             **options,
         },
         OPTIONS,
@@ -98,6 +116,11 @@ def setup(
         )
     _refuse_a_second_middleware(app, installed=0)
     observers: list[RequestObserver] = list(options.pop("observers", ()))
+    buffer_observer = None
+    if log_buffer is not None or debug_on_demand is not None:
+        # first: the lines it writes come before other observers' lines
+        buffer_observer = LogLinesObserver(log_buffer, debug_on_demand)
+        observers.insert(0, buffer_observer)
     if request_events is True:
         request_events = RequestEvents()
     if isinstance(request_events, RequestEvents):
@@ -119,6 +142,8 @@ def setup(
     app.on_startup.append(_refuse_a_second_middleware_at_startup)
     if task_factory is not None:
         app.cleanup_ctx.append(factory_while_serving(task_factory))
+    if buffer_observer is not None:
+        app.cleanup_ctx.append(buffer_observer.hook_while_serving)
     app[MIDDLEWARE] = middleware
     return middleware
 
