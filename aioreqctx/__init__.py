@@ -24,16 +24,15 @@ from ._core.factories import (
     task_factory_for,
 )
 from ._core.ids import is_safe_request_id, is_valid_request_id, new_request_id
-from ._core.jobs import unit_of_work
 from ._core.layered import LayeredContext
 from ._core.lazy import lazy_names
 from ._core.options import OptionError
 from ._core.pool import IsolatedThreadPoolExecutor
-from ._core.request_view import RequestContext
 from ._core.serving_loop import loop_factory
 from ._core.store import NO_LOOP_EXCEPTION_MSG, Context, clear, get, scope, set  # noqa: A004
 from ._core.threads import bind_context, run_in_executor
 from ._core.timing import OperationTimings, elapsed_ms, timed_operation
+from ._core.unit_of_work import RequestContext, unit_of_work
 from .compat import (
     PY37,
     asyncio_current_task,

@@ -11,7 +11,7 @@ import uvloop
 
 import aioreqctx as context
 
-from .postgres_server import postgres_server
+from .support.postgres_server import postgres_server
 
 __all__ = ["LoopFactory", "postgres_server", "run"]
 

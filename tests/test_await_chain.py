@@ -17,8 +17,8 @@ import aioreqctx as context
 from aioreqctx._core import await_chain as chains
 
 from .conftest import LoopFactory, run
-from .http_helpers import serving
-from .log_capture import capture
+from .support.http_helpers import serving
+from .support.log_capture import capture
 
 STUCK_SECONDS = 1.0
 """Long enough to be looked at, short enough to wait out (a cancelled request may linger)."""

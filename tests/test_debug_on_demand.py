@@ -28,9 +28,9 @@ from aioreqctx.log import DebugOnDemand, LogBuffer, buffering_bound_logger
 from aioreqctx.log.buffer import buffering
 
 from .conftest import LoopFactory, run
-from .http_helpers import serving
-from .log_capture import ListHandler, attached
-from .test_arq import WORKER_TIMEOUT, pool_for, settings
+from .integrations.test_arq import WORKER_TIMEOUT, pool_for, settings
+from .support.http_helpers import serving
+from .support.log_capture import ListHandler, attached
 
 log = logging.getLogger("tests.debug")
 LOOPBACK = DebugOnDemand(trusted_networks=("127.0.0.0/8", "::1/128"))

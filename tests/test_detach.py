@@ -26,8 +26,8 @@ from aioreqctx import keys
 from aioreqctx._core.factories import EAGER_TASKS_SUPPORTED
 
 from .conftest import FACTORIES, LoopFactory, run
-from .http_helpers import get_request, raw_exchange, serving
-from .log_capture import ListHandler, attached
+from .support.http_helpers import get_request, raw_exchange, serving
+from .support.log_capture import ListHandler, attached
 
 CHOICES: dict[str, context.TaskFactory | None] = {"none": None, **FACTORIES}
 if EAGER_TASKS_SUPPORTED:

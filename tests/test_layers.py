@@ -22,7 +22,6 @@ LAYERS = {
     "keys": "keys",
     "log": "log",
     "events": "events",
-    "_collectors": "events",
     "propagation": "propagation",
     "web": "web",
     "integrations": "integrations",

@@ -21,8 +21,8 @@ from aioreqctx.log import LogBuffer, buffering_bound_logger, filter_by_level_or_
 from aioreqctx.log.buffer import active_lines, buffering, install_stdlib_hook
 
 from .conftest import LoopFactory, run
-from .http_helpers import serving
-from .log_capture import ListHandler, attached
+from .support.http_helpers import serving
+from .support.log_capture import ListHandler, attached
 
 REQUESTS = 1000
 KINDS = ("status_500", "raises", "error_line", "slow")  # every 100th request fails, by turns

@@ -16,8 +16,8 @@ import aioreqctx as context
 from aioreqctx._core.outliving import OutlivingTaskDetector
 
 from .conftest import FACTORIES, LoopFactory, run
-from .http_helpers import get_request, raw_exchange, serving
-from .log_capture import capture
+from .support.http_helpers import get_request, raw_exchange, serving
+from .support.log_capture import capture
 
 
 async def leaked_poller() -> None:

@@ -187,7 +187,7 @@ def test_namespaces_are_reachable_as_attributes_after_a_plain_import() -> None:
         check=True,
     )
     assert result.stdout.split() == [
-        "aioreqctx.log.tracebacks",
+        "aioreqctx.log.stdlib",
         "aioreqctx.events",
         "aioreqctx.propagation.jobs",
         "aioreqctx.web.app",

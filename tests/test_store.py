@@ -12,7 +12,7 @@ import pytest
 import aioreqctx as context
 
 from .conftest import LoopFactory, run
-from .log_capture import ListHandler, attached
+from .support.log_capture import ListHandler, attached
 
 
 def test_get_outside_any_task_returns_the_default() -> None:

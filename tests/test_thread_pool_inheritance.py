@@ -22,7 +22,7 @@ import aioreqctx as context
 from aioreqctx import keys
 
 from .conftest import LoopFactory
-from .http_helpers import get_request, raw_exchange, serving
+from .support.http_helpers import get_request, raw_exchange, serving
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ that still have tasks, and at most ``MAX_REPORTED`` coroutine functions.
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from collections.abc import Callable, Collection, Iterable, Mapping
 from time import monotonic
@@ -22,9 +21,8 @@ from typing import Any
 
 from .. import keys
 from .detach import handed_off
+from .emit import logger
 from .store import current_mapping
-
-logger = logging.getLogger("aioreqctx")
 
 MAX_REPORTED = 1000
 """At most this many coroutine functions are remembered as reported (then none is reported)."""

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import keys
-from .._core.emit import event_sink
+from .._core.emit import SQL_LOGGER, event_sink
 from .._core.store import Context, current_mapping
 from .._core.usage import current_usage
 from . import missing_extra
@@ -36,7 +36,6 @@ try:
 except ImportError as error:
     raise missing_extra("asyncpg") from error
 
-SQL_LOGGER = "aioreqctx.sql"
 USAGE_NAME = "db_queries"
 STATEMENT_LIMIT = 1000
 """Characters of a statement a ``slow_query`` line keeps."""

@@ -12,11 +12,10 @@ from .._core.lazy import lazy_names
 if TYPE_CHECKING:
     from .buffer import LogBuffer
     from .debug import DebugOnDemand
-    from .logging_context import log_context
+    from .fields import log_context
     from .processors import add_event_fields, add_request_context, request_context_processor
-    from .stdlib import RequestContextFilter, install_log_record_factory
+    from .stdlib import RequestContextFilter, format_exception, install_log_record_factory
     from .structlog_buffer import buffering_bound_logger, filter_by_level_or_buffer
-    from .tracebacks import format_exception
 
 __all__ = (
     "DebugOnDemand",
@@ -37,10 +36,9 @@ __getattr__, __dir__ = lazy_names(
     {
         ".buffer": ("LogBuffer",),
         ".debug": ("DebugOnDemand",),
-        ".logging_context": ("log_context",),
+        ".fields": ("log_context",),
         ".processors": ("add_event_fields", "add_request_context", "request_context_processor"),
-        ".stdlib": ("RequestContextFilter", "install_log_record_factory"),
+        ".stdlib": ("RequestContextFilter", "format_exception", "install_log_record_factory"),
         ".structlog_buffer": ("buffering_bound_logger", "filter_by_level_or_buffer"),
-        ".tracebacks": ("format_exception",),
     },
 )

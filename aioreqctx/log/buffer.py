@@ -32,9 +32,8 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
-from .tracebacks import format_exception
-
-logger = logging.getLogger("aioreqctx")
+from .._core.emit import logger
+from .stdlib import format_exception
 
 _RECORD_BYTES = 500
 """What a kept stdlib record costs besides its message (its ``__dict__``, its context)."""

@@ -15,7 +15,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .._core.ids import Network, is_trusted, is_valid_request_id, parse_networks
+from .._core.emit import logger
+from .._core.ids import is_valid_request_id
+from .._core.peers import Network, is_trusted, parse_networks
 from .buffer import DebugLines
 
 DEBUG_HEADER = "X-Debug-Log"
@@ -23,8 +25,6 @@ DEBUG_HEADER = "X-Debug-Log"
 
 DEBUG_LOG = "aioreqctx.debug_log"
 """Context key: the accepted debug-on-demand value of the running request or job."""
-
-logger = logging.getLogger("aioreqctx")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

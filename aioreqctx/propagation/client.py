@@ -25,8 +25,7 @@ from multidict import CIMultiDict, istr
 
 from .. import keys
 from .._core.deadline import DEADLINE_HEADER, format_deadline, remaining_time
-from .._core.id_callbacks import checked_generator
-from .._core.ids import new_request_id, sendable_id
+from .._core.ids import checked_generator, new_request_id, sendable_id
 from .._core.options import HEADER_NAME, OPTIONAL_HEADER_NAME, check
 from .._core.store import current_mapping
 from ..log.debug import DEBUG_HEADER, DEBUG_LOG

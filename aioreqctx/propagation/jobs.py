@@ -23,14 +23,26 @@ from typing import Any, Literal
 
 from .. import keys
 from .._core.deadline import format_deadline, parse_deadline
-from .._core.emit import enabled_check, event_sink, reported_if_failing
-from .._core.id_callbacks import checked_generator, checked_validator
-from .._core.ids import escaped, is_valid_request_id, new_request_id, sendable_id
-from .._core.jsonsafe import safe_text
-from .._core.request_view import Registry, error_fields
+from .._core.emit import (
+    JOBS_LOGGER,
+    enabled_check,
+    error_fields,
+    event_sink,
+    logger,
+    reported_if_failing,
+    safe_text,
+)
+from .._core.ids import (
+    checked_generator,
+    checked_validator,
+    escaped,
+    is_valid_request_id,
+    new_request_id,
+    sendable_id,
+)
 from .._core.store import Context, current_mapping, scope
 from .._core.sync_or_async import SyncOrAsync
-from .._core.timing import OperationTimings
+from .._core.unit_of_work import Registry, start_values
 from ..log.buffer import Lines, LogBuffer, buffering
 from ..log.debug import DEBUG_LOG, DebugOnDemand
 
@@ -58,12 +70,7 @@ MAX_CARRIED_VALUE = 1024
 SHOWN_LIMIT = 200
 """A queue's job ID or name longer than this is cut short in the context and log lines."""
 
-JOBS_LOGGER = "aioreqctx.jobs"
-"""The stdlib logger job events go to unless told otherwise."""
-
 Outcome = Literal["success", "error", "retry", "cancelled"]
-
-logger = logging.getLogger("aioreqctx")
 
 
 def _outcome(
@@ -413,15 +420,10 @@ class JobScope(SyncOrAsync[Context]):
             carrier = self._carrier
         elif self._carrier is not None:
             problems.append(("carrier", escaped(safe_text(self._carrier))))
-        mapping: dict[str, Any] = {
-            keys.REQUEST_ID: self._request_id(carrier, problems),
-            keys.START_MONOTONIC: perf_counter(),
-            keys.START_TIME: time.time(),
-            keys.OPERATIONS: OperationTimings(),
-            keys.JOB_ID: _shown(self._job_id),
-            keys.JOB_NAME: _shown(self._job_name),
-            keys.JOB_ATTEMPT: self._attempt,
-        }
+        mapping = start_values(self._request_id(carrier, problems))
+        mapping[keys.JOB_ID] = _shown(self._job_id)
+        mapping[keys.JOB_NAME] = _shown(self._job_name)
+        mapping[keys.JOB_ATTEMPT] = self._attempt
         if problems:
             mapping[keys.REJECTED_REQUEST_ID] = problems[-1][1]
         log_fields = {

@@ -28,15 +28,13 @@ from typing import Any, NamedTuple
 from aiohttp import hdrs, web
 
 from .._core.await_chain import await_chain
-from .._core.emit import event_sink
-from .._core.ids import peer_address
-from .._core.jsonsafe import JsonValue, json_safe
+from .._core.emit import REGISTRY_LOGGER, JsonValue, event_sink, json_safe
 from .._core.options import HEADER_NAME, Rule, check
+from .._core.peers import peer_address
 from .._core.store import Context, running_task
 from .._core.timing import OperationTimings
 from ..keys import OPERATIONS, REQUEST_ID, START_MONOTONIC, START_TIME
-
-REGISTRY_LOGGER = "aioreqctx.inflight"
+from .observers import Answer, Failure, RequestObserver
 
 
 class InFlightEntry(NamedTuple):
@@ -127,7 +125,7 @@ _SECRET: Rule = (
 )
 
 
-class InFlightRegistry:
+class InFlightRegistry(RequestObserver):
     """The requests and jobs running now; a ``RequestObserver``.
 
     ``max_age_seconds``: entries older than this are dropped (each logged once, WARNING
@@ -220,11 +218,7 @@ class InFlightRegistry:
                 task.set_name(f"req:{mapping.get(REQUEST_ID)}")
 
     def request_finished(
-        self,
-        request: web.Request,
-        mapping: Context,
-        response: web.StreamResponse | None,
-        error: BaseException | None,
+        self, request: web.Request, mapping: Context, response: Answer, error: Failure
     ) -> None:
         self.remove(mapping)
 

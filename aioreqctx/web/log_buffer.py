@@ -18,11 +18,12 @@ from aiohttp import web
 from .._core.store import Context
 from ..log.buffer import Lines, LogBuffer, active_lines, install_stdlib_hook
 from ..log.debug import DEBUG_LOG, DebugOnDemand
+from .observers import Answer, Failure, RequestObserver
 
 _LINES: web.RequestKey[Lines] = web.RequestKey("aioreqctx.log_lines")
 
 
-class LogLinesObserver:
+class LogLinesObserver(RequestObserver):
     """Opens and closes each request's lines; put in place by ``setup``."""
 
     __slots__ = ("buffer", "debug")
@@ -47,11 +48,7 @@ class LogLinesObserver:
         active_lines.set(lines)
 
     def request_finished(
-        self,
-        request: web.Request,
-        mapping: Context,
-        response: web.StreamResponse | None,
-        error: BaseException | None,
+        self, request: web.Request, mapping: Context, response: Answer, error: Failure
     ) -> None:
         lines = request.get(_LINES)
         if lines is not None:

@@ -12,16 +12,14 @@ kind of scope by hand, for each event a server-sent-events handler pushes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from time import perf_counter, time
 from typing import Any
 
 from aiohttp import WSMessage, web
 
 from .. import keys
-from .._core.id_callbacks import checked_generator
-from .._core.ids import new_request_id
+from .._core.ids import checked_generator, new_request_id
 from .._core.store import Context, current_mapping, scope
-from .._core.timing import OperationTimings
+from .._core.unit_of_work import start_values
 from .inflight import InFlightRegistry
 
 
@@ -41,11 +39,8 @@ def _message_seed(connection: Context, message_id: str) -> Context:
     metadata: Any = connection.get(keys.METADATA)
     return {
         **connection,
-        keys.REQUEST_ID: message_id,
+        **start_values(message_id),
         keys.PARENT_REQUEST_ID: parent_id,
-        keys.START_MONOTONIC: perf_counter(),
-        keys.START_TIME: time(),
-        keys.OPERATIONS: OperationTimings(),
         keys.METADATA: {
             **(metadata if isinstance(metadata, dict) else {}),
             "parent_request_id": parent_id,

@@ -46,7 +46,7 @@ from sybil.parsers.markdown.lexers import RawFencedCodeBlockLexer
 
 from aioreqctx import is_valid_request_id
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RUNNER = Path(__file__).with_name("docs_runner.py")
 TIMEOUT = 60.0

@@ -16,9 +16,9 @@ from aiohttp.typedefs import Handler
 
 import aioreqctx as context
 
-from .conftest import FACTORIES, LoopFactory, run
-from .http_helpers import get_request, raw_exchange, serving
-from .log_capture import ListHandler, attached
+from ..conftest import FACTORIES, LoopFactory, run
+from ..support.http_helpers import get_request, raw_exchange, serving
+from ..support.log_capture import ListHandler, attached
 
 
 def is_uuid4(value: str) -> bool:

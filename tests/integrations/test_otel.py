@@ -15,8 +15,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import aioreqctx as context
 from aioreqctx.integrations.otel import SpanRequestIdObserver, otel_log_fields
 
-from .conftest import LoopFactory, run
-from .http_helpers import serving
+from ..conftest import LoopFactory, run
+from ..support.http_helpers import serving
 
 
 def traced_app(provider: TracerProvider) -> web.Application:

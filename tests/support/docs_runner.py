@@ -1,6 +1,6 @@
 """Runs one docs block that serves: ``web.run_app`` on 127.0.0.1 with a port the test reads.
 
-``python tests/docs_runner.py BLOCK.py PORT_FILE``: the block runs as ``__main__``; its
+``python tests/support/docs_runner.py BLOCK.py PORT_FILE``: the block runs as ``__main__``; its
 ``web.run_app(app, ...)`` serves on a socket bound here (the block's host and port are
 replaced), with no banner, until SIGINT, and the port is written to PORT_FILE first.
 """

@@ -31,11 +31,11 @@ from aioreqctx import keys
 from aioreqctx.integrations.celery import setup_celery
 from aioreqctx.propagation.jobs import CARRIED_PARENT_JOB_ID, CARRIED_REQUEST_ID
 
-from . import celery_app
-from .celery_app import fail, flaky, nested, record, spawn, spawn_in_thread
-from .http_helpers import serving
+from ..support import celery_app
+from ..support.celery_app import fail, flaky, nested, record, spawn, spawn_in_thread
+from ..support.http_helpers import serving
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 POOLS = ("solo", "threads", "prefork")
 START_TIMEOUT = 60.0
 RESULT_TIMEOUT = 60.0
@@ -90,7 +90,7 @@ class Worker:
 
 def start_worker(pool: str, redis_url: str, directory: Path) -> Worker:
     command = [
-        *(sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker"),
+        *(sys.executable, "-m", "celery", "-A", "tests.support.celery_app", "worker"),
         *("--pool", pool, "--loglevel", "INFO", "--hostname", f"{pool}@aioreqctx-tests"),
         *("--without-gossip", "--without-mingle", "--without-heartbeat"),
         *(() if pool == "solo" else ("--concurrency", "4")),
@@ -238,7 +238,7 @@ def test_a_task_published_by_a_handler_logs_under_its_request_id(worker: Worker)
     assert seen_1 == {
         "request_id": request_1,
         "job_id": task_1,
-        "job_name": "tests.celery_app.record",
+        "job_name": "tests.support.celery_app.record",
         "attempt": 1,
         "parent_job_id": None,
         "tenant": "acme",
@@ -347,7 +347,7 @@ def test_a_retry_keeps_the_id_the_first_attempt_was_given(worker: Worker) -> Non
         assert (seen["attempt"], seen["parent_job_id"]) == (2, None)  # not its own parent
         assert aioreqctx.is_valid_request_id(seen["request_id"])
         check_attempt_lines(worker, marker, seen["request_id"])
-        warnings = carried_value_warnings(worker, "tests.celery_app.flaky", task_id)
+        warnings = carried_value_warnings(worker, "tests.support.celery_app.flaky", task_id)
         assert len(warnings) == (1 if headers else 0), case
 
 
@@ -377,7 +377,7 @@ def test_invalid_carried_values_give_a_new_id_and_one_escaped_warning(worker: Wo
         assert aioreqctx.is_valid_request_id(seen["request_id"]), case
         assert seen["request_id"] not in (headers.get(CARRIED_REQUEST_ID), "-"), case
         check_job_lines(worker, marker, seen)
-        [warning] = carried_value_warnings(worker, "tests.celery_app.record", task_id)
+        [warning] = carried_value_warnings(worker, "tests.support.celery_app.record", task_id)
         assert warning["level"] == "WARNING"
         assert warning["request_id"] == seen["request_id"]
         assert len(warning[0]) < 400, case  # escaped and truncated
@@ -428,7 +428,7 @@ def test_publishing_outside_a_request_follows_outside_request(worker: Worker) ->
     assert seen_generated["request_id"] == carried
     for marker, seen in (("skip", seen_skipped), ("generate", seen_generated)):
         check_job_lines(worker, f"{worker.pool}-outside-{marker}", seen)
-        assert not carried_value_warnings(worker, "tests.celery_app.record", seen["job_id"])
+        assert not carried_value_warnings(worker, "tests.support.celery_app.record", seen["job_id"])
 
 
 def test_an_eager_apply_runs_in_a_job_seeded_from_the_callers_context() -> None:

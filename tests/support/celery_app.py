@@ -1,5 +1,5 @@
 """The Celery app of the Celery tests: the test process publishes with it and
-``celery worker -A tests.celery_app`` runs it, so both sides have the same set-up.
+``celery worker -A tests.support.celery_app`` runs it, so both sides have the same set-up.
 
 The worker logs through Celery's own handlers (``worker_log_format`` names ``request_id``,
 ``RequestContextFilter`` is added in ``after_setup_logger``) and through structlog as JSON on
@@ -42,7 +42,7 @@ propagation = aioreqctx.JobPropagation(
 )
 uninstall = setup_celery(propagation)
 
-logger = logging.getLogger("tests.celery_app")
+logger = logging.getLogger("tests.support.celery_app")
 
 
 @after_setup_logger.connect
@@ -89,7 +89,7 @@ def seen() -> dict[str, Any]:
 @app.task
 def record(marker: str) -> dict[str, Any]:
     logger.info("record %s", marker)
-    structlog.get_logger("tests.celery_app").info("record", marker=marker)
+    structlog.get_logger("tests.support.celery_app").info("record", marker=marker)
     return seen()
 
 

@@ -17,10 +17,10 @@ from aiohttp import web
 import aioreqctx as context
 from aioreqctx.integrations.asyncpg import QueryAccounting
 
-from .conftest import LoopFactory, run
-from .http_helpers import serving
-from .log_capture import capture
-from .postgres_server import PostgresServer
+from ..conftest import LoopFactory, run
+from ..support.http_helpers import serving
+from ..support.log_capture import capture
+from ..support.postgres_server import PostgresServer
 
 ROUTE = "/items/{n}"
 

@@ -10,9 +10,9 @@ from prometheus_client import CollectorRegistry
 import aioreqctx as context
 from aioreqctx.integrations.prometheus import PrometheusCollector
 
-from .conftest import LoopFactory, run
-from .http_helpers import get_request, raw_exchange, serving
-from .test_server_events import Handlers, until
+from ..conftest import LoopFactory, run
+from ..support.http_helpers import get_request, raw_exchange, serving
+from ..web.test_server_events import Handlers, until
 
 
 def test_metrics_follow_requests_connections_and_disconnects(loop_factory: LoopFactory) -> None:

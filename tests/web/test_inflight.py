@@ -19,10 +19,10 @@ from aiohttp import web
 import aioreqctx as context
 from aioreqctx import keys
 
-from .conftest import LoopFactory, run
-from .http_helpers import get_request, raw_exchange, read_response, serving
-from .log_capture import capture
-from .waiting import abandon, until
+from ..conftest import LoopFactory, run
+from ..support.http_helpers import get_request, raw_exchange, read_response, serving
+from ..support.log_capture import capture
+from ..support.waiting import abandon, until
 
 CONCURRENT = 500
 

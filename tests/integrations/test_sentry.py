@@ -24,8 +24,8 @@ import aioreqctx as context
 from aioreqctx.integrations.sentry import AioreqctxIntegration, UnhandledErrorReporter
 from aioreqctx.integrations.taskiq import JobContextMiddleware
 
-from .conftest import LoopFactory, run
-from .http_helpers import serving
+from ..conftest import LoopFactory, run
+from ..support.http_helpers import serving
 
 app_logger = logging.getLogger("tests.sentry.app")
 

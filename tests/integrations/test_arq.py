@@ -25,9 +25,9 @@ from aioreqctx import keys
 from aioreqctx.integrations.arq import CARRIER_FIELD, ArqPropagation
 from aioreqctx.propagation.jobs import CARRIED_PARENT_JOB_ID, CARRIED_REQUEST_ID
 
-from .conftest import LoopFactory, run
-from .http_helpers import serving
-from .log_capture import ListHandler, attached, capture
+from ..conftest import LoopFactory, run
+from ..support.http_helpers import serving
+from ..support.log_capture import ListHandler, attached, capture
 
 WORKER_TIMEOUT = 30.0
 LINE_FORMAT = "%(request_id)s %(job_name)s %(job_attempt)s %(message)s"

@@ -11,10 +11,10 @@ from aiohttp import web
 
 import aioreqctx as context
 
-from .conftest import LoopFactory, run
-from .http_helpers import get_request, raw_exchange, serving
-from .log_capture import ListHandler, attached
-from .waiting import until
+from ..conftest import LoopFactory, run
+from ..support.http_helpers import get_request, raw_exchange, serving
+from ..support.log_capture import ListHandler, attached
+from ..support.waiting import until
 
 
 def make_app(slow_started: asyncio.Event) -> web.Application:

@@ -9,10 +9,10 @@ import pytest
 from aiohttp import web
 
 import aioreqctx as context
-from aioreqctx.web.observers import RequestObserver
+from aioreqctx.web.observers import Answer, Failure, RequestObserver
 
-from .conftest import LoopFactory, run
-from .http_helpers import get_request, raw_exchange, serving
+from ..conftest import LoopFactory, run
+from ..support.http_helpers import get_request, raw_exchange, serving
 
 
 class Recorder:
@@ -138,3 +138,38 @@ def test_setup_turns_named_options_into_observers() -> None:
     assert context.setup(web.Application()).observers == ()
     with pytest.raises(TypeError, match="registry must be an InFlightRegistry"):
         context.setup(web.Application(), registry=object())  # type: ignore[arg-type]
+
+
+class FinishedOnly(RequestObserver):
+    """Overrides one method; the base's no-op stands for the other."""
+
+    def __init__(self) -> None:
+        self.ids: list[str | None] = []
+
+    def request_finished(
+        self, request: web.Request, mapping: context.Context, response: Answer, error: Failure
+    ) -> None:
+        self.ids.append(context.get(context.REQUEST_ID))
+
+
+def test_a_subclass_overrides_only_what_it_uses(loop_factory: LoopFactory) -> None:
+    observer = FinishedOnly()
+    middleware = context.RequestIdMiddleware(observers=(observer, Recorder()))
+    # Decided once: the base's no-op is never called, a duck-typed observer's methods are.
+    assert [m.__self__ for m in middleware._started] == [middleware.observers[1]]  # type: ignore[attr-defined]
+    assert len(middleware._finished) == 2
+
+    async def main() -> None:
+        async with serving(make_app(observer)) as port:
+            await raw_exchange(port, get_request("/ok", b"X-Request-ID: only-finished"))
+
+    run(loop_factory, main)
+    assert observer.ids == ["only-finished"]
+
+
+def test_an_observer_using_neither_moment_costs_the_request_nothing() -> None:
+    class Idle(RequestObserver):
+        pass
+
+    middleware = context.RequestIdMiddleware(observers=(Idle(),))
+    assert (middleware._started, middleware._finished, middleware._observed) == ((), (), False)

@@ -14,9 +14,9 @@ import aioreqctx
 from aioreqctx import keys
 from aioreqctx.web import InFlightRegistry, message_scope, messages
 
-from .conftest import LoopFactory, run
-from .http_helpers import serving
-from .log_capture import ListHandler, attached
+from ..conftest import LoopFactory, run
+from ..support.http_helpers import serving
+from ..support.log_capture import ListHandler, attached
 
 log = logging.getLogger("tests.ws")
 

@@ -31,11 +31,11 @@ from aioreqctx import keys
 from aioreqctx.integrations.taskiq import JobContextMiddleware, attempt_of
 from aioreqctx.propagation.jobs import CARRIED_PARENT_JOB_ID, CARRIED_REQUEST_ID
 
-from .conftest import LoopFactory, run
-from .http_helpers import serving
-from .log_capture import Captured, ListHandler, attached, capture
-from .redis_fixtures import INSTALL_HINT
-from .taskiq_app import (
+from ..conftest import LoopFactory, run
+from ..support.http_helpers import serving
+from ..support.log_capture import Captured, ListHandler, attached, capture
+from ..support.redis_fixtures import INSTALL_HINT
+from ..support.taskiq_app import (
     LINE_FORMAT,
     WORKER_CONTEXT,
     TaskiqApp,
@@ -44,9 +44,9 @@ from .taskiq_app import (
     redis_broker,
     working,
 )
-from .waiting import until
+from ..support.waiting import until
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WORKER_OPTIONS = ("--workers", "1", "--no-configure-logging", "--wait-tasks-timeout", "5")
 
 
@@ -384,7 +384,14 @@ def test_a_taskiq_worker_process_logs_under_the_handlers_id(redis_url: str, tmp_
     output = tmp_path / "worker.log"
     with output.open("w") as sink:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "taskiq", "worker", "tests.taskiq_app:broker", *WORKER_OPTIONS],
+            [
+                sys.executable,
+                "-m",
+                "taskiq",
+                "worker",
+                "tests.support.taskiq_app:broker",
+                *WORKER_OPTIONS,
+            ],
             cwd=ROOT,
             env=env,
             stdout=sink,

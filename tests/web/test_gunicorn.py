@@ -14,7 +14,7 @@ from typing import IO, Any
 
 from aiohttp import ClientSession, TCPConnector
 
-EXAMPLES = Path(__file__).parent.parent / "examples"
+EXAMPLES = Path(__file__).parents[2] / "examples"
 LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
 BOOTED = re.compile(r"Booting worker with pid: (\d+)")
 

@@ -22,8 +22,8 @@ import aioreqctx as context
 from aioreqctx.events import as_collector
 from aioreqctx.web.server_events import ServerEvents
 
-from .conftest import LoopFactory, run
-from .http_helpers import get_request, raw_exchange, read_response, serving
+from ..conftest import LoopFactory, run
+from ..support.http_helpers import get_request, raw_exchange, read_response, serving
 
 
 class Handlers:

@@ -13,10 +13,10 @@ from aiohttp import web
 
 import aioreqctx as context
 
-from .conftest import LoopFactory, run
-from .http_helpers import get_request, raw_exchange, serving
-from .log_capture import Captured, capture
-from .waiting import abandon, until
+from ..conftest import LoopFactory, run
+from ..support.http_helpers import get_request, raw_exchange, serving
+from ..support.log_capture import Captured, capture
+from ..support.waiting import abandon, until
 
 LOGGER = "tests.request_events"
 

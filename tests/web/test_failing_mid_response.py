@@ -14,9 +14,9 @@ from aiohttp.abc import AbstractAccessLogger
 
 import aioreqctx as context
 
-from .conftest import LoopFactory, run
-from .http_helpers import get_request, serving
-from .log_capture import ListHandler, attached
+from ..conftest import LoopFactory, run
+from ..support.http_helpers import get_request, serving
+from ..support.log_capture import ListHandler, attached
 
 BODY = b"0123456789" * 1000
 

@@ -10,8 +10,8 @@ from aiohttp import ClientSession, web
 
 import aioreqctx as context
 
-from .conftest import LoopFactory, run
-from .http_helpers import serving
+from ..conftest import LoopFactory, run
+from ..support.http_helpers import serving
 
 
 @pytest.mark.parametrize(

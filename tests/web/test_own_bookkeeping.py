@@ -19,9 +19,9 @@ from aiohttp.typedefs import Handler
 import aioreqctx as context
 from aioreqctx import keys
 
-from .conftest import LoopFactory, run
-from .http_helpers import get_request, raw_exchange, serving
-from .log_capture import ListHandler, attached, capture
+from ..conftest import LoopFactory, run
+from ..support.http_helpers import get_request, raw_exchange, serving
+from ..support.log_capture import ListHandler, attached, capture
 
 FORGED = "abc\u2028INFO forged line"
 

@@ -1,8 +1,8 @@
 """A taskiq application for the tests: tasks that record the context they ran in, a broker
 (taskiq-redis on the private Redis, or the in-memory one) and a worker bounded in time.
 
-Run as ``taskiq worker tests.taskiq_app:broker`` (with ``REDIS_URL`` and ``TASKIQ_QUEUE``) it is
-a worker process whose stdlib and structlog lines carry the job's fields.
+Run as ``taskiq worker tests.support.taskiq_app:broker`` (with ``REDIS_URL`` and ``TASKIQ_QUEUE``)
+it is a worker process whose stdlib and structlog lines carry the job's fields.
 """
 
 from __future__ import annotations
