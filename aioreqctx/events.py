@@ -13,12 +13,13 @@ import itertools
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from time import monotonic_ns, time_ns
 from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
 
 from ._core.lazy import lazy_names
+from ._core.usage import Used
 
 if TYPE_CHECKING:  # the collectors, which build on these records, are read on first use
     from ._collectors import BufferedCollector, LoggingCollector
@@ -68,6 +69,9 @@ class ResponseCompleted(_Event):
     duration_ms: float
     streaming: bool
     """The handler prepared it itself (``StreamResponse``, WebSocket) before returning it."""
+    usage: Mapping[str, Used] = field(default_factory=dict)
+    """What the request used of its dependencies, by name (``db_queries``, ``http_calls``,
+    ``jobs``, ``log_warnings``, ...): the totals behind its wide line."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

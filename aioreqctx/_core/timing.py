@@ -24,11 +24,12 @@ from .. import keys
 from .emit import event_sink
 from .store import current_mapping, get, running_task
 from .sync_or_async import SyncOrAsync
-from .usage import Usage
+from .usage import Usage, Used
 
 P = ParamSpec("P")
 R = TypeVar("R")
 _NOT_TOKEN = re.compile(r"[^A-Za-z0-9!#$%&'*+\-.^_`|~]")
+_NOT_FIELD = re.compile(r"[^A-Za-z0-9_]")
 _operation_logger = logging.getLogger("aioreqctx.operations")
 _log_operation = event_sink(_operation_logger)
 _counter_lock = threading.Lock()  # counters are rare and brief: one lock for every request
@@ -40,6 +41,9 @@ SERVER_TIMING_ENTRIES = 16
 """Metrics in a ``Server-Timing`` header besides ``total``: the slowest names, the rest as one
 ``other`` entry. With names cut to ``SERVER_TIMING_NAME_LIMIT`` the header stays under 2 KB."""
 SERVER_TIMING_NAME_LIMIT = 64
+SUMMARY_OPERATIONS = 8
+"""Timed operation names a request's summary lists (``op_<name>_ms``): the slowest, the rest
+summed as ``op_other_ms``, so a line stays short whatever the code times."""
 
 
 def elapsed_ms() -> float | None:
@@ -140,6 +144,31 @@ class OperationTimings:
         usage: Usage | None = getattr(self, "_usage", None)
         return {} if usage is None else usage.summary()
 
+    def usage_totals(self) -> dict[str, Used]:
+        """``usage().totals()``, without making one for a request that used nothing."""
+        usage: Usage | None = getattr(self, "_usage", None)
+        return {} if usage is None else usage.totals()
+
+    def summary(self) -> dict[str, int | float]:
+        """The wide event's fields: what the request used (``usage_summary()``) and the total
+        milliseconds of each timed operation name (``op_<name>_ms``, at most
+        ``SUMMARY_OPERATIONS`` of them); ``{}`` for a request that did neither."""
+        fields = self.usage_summary()
+        entries = self.entries()
+        if entries:
+            kept, rest = _by_name(entries, _NOT_FIELD, SUMMARY_OPERATIONS)
+            for name, ms in kept:
+                fields[f"op_{name}_ms"] = round(ms, 3)
+            if rest:
+                fields["op_other_ms"] = round(sum(rest), 3)
+        return fields
+
+    def server_timing_entries(self) -> list[tuple[str, float]]:
+        """What ``Server-Timing`` shows: the timed dependencies (``db_queries``, ``http_calls``)
+        and the timed operations."""
+        used = [(name, u.total_ms) for name, u in self.usage_totals().items() if u.total_ms]
+        return used + self.entries() if used else self.entries()
+
 
 def server_timing_header(total_ms: float, operations: list[tuple[str, float]]) -> str:
     """A W3C ``Server-Timing`` value: ``total;dur=…`` then the operations, bounded in size.
@@ -150,20 +179,29 @@ def server_timing_header(total_ms: float, operations: list[tuple[str, float]]) -
     """
     if not operations:  # what most requests time
         return f"total;dur={total_ms:.1f}"
+    kept, rest = _by_name(operations, _NOT_TOKEN, SERVER_TIMING_ENTRIES)
+    parts = [f"total;dur={total_ms:.1f}"]
+    parts += [f"{token};dur={ms:.1f}" for token, ms in kept]
+    if rest:
+        parts.append(f'other;dur={sum(rest):.1f};desc="{len(rest)} more"')
+    return ", ".join(parts)
+
+
+def _by_name(
+    operations: list[tuple[str, float]], not_allowed: re.Pattern[str], limit: int
+) -> tuple[list[tuple[str, float]], list[float]]:
+    """Repeats of a name summed (names cut to ``SERVER_TIMING_NAME_LIMIT``, characters
+    ``not_allowed`` replaced by ``_``); beyond ``limit`` names, the slowest ``limit - 1`` in
+    order of first appearance, and the totals of the rest."""
     merged: dict[str, float] = {}
     for name, ms in operations:
-        token = _NOT_TOKEN.sub("_", name[:SERVER_TIMING_NAME_LIMIT]) or "_"
+        token = not_allowed.sub("_", name[:SERVER_TIMING_NAME_LIMIT]) or "_"
         merged[token] = merged.get(token, 0.0) + ms
-    parts = [f"total;dur={total_ms:.1f}"]
-    if len(merged) > SERVER_TIMING_ENTRIES:
-        keep = SERVER_TIMING_ENTRIES - 1
-        slowest = set(sorted(merged, key=merged.__getitem__, reverse=True)[:keep])
-        rest = [ms for token, ms in merged.items() if token not in slowest]
-        parts += [f"{token};dur={ms:.1f}" for token, ms in merged.items() if token in slowest]
-        parts.append(f'other;dur={sum(rest):.1f};desc="{len(rest)} more"')
-    else:
-        parts += [f"{token};dur={ms:.1f}" for token, ms in merged.items()]
-    return ", ".join(parts)
+    if len(merged) <= limit:
+        return list(merged.items()), []
+    slowest = set(sorted(merged, key=merged.__getitem__, reverse=True)[: limit - 1])
+    kept = [(token, ms) for token, ms in merged.items() if token in slowest]
+    return kept, [ms for token, ms in merged.items() if token not in slowest]
 
 
 _Use = tuple[float, "OperationTimings | None"]

@@ -6,10 +6,17 @@ the pushed logging context (``aioreqctx.log_context``), then the request's metad
 (``keys.METADATA``), then the fields of ``extra_fields``, if given (the OpenTelemetry
 integration's ``otel_log_fields`` adds the active span's ``trace_id`` and ``span_id``).
 Reading them costs two ContextVar lookups, however many ContextVars the context holds.
+
+A line at WARNING or above inside a request (or job) also counts in its usage
+(``log_warnings``, ``log_errors``), so the request's wide line says it logged trouble: a
+structlog event by its method name here, a stdlib record by ``count_record`` (once per record,
+however many handlers filter it).
 """
 
 from __future__ import annotations
 
+import logging
+import weakref
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
@@ -17,9 +24,32 @@ from .. import keys
 from .._core.ids import NO_REQUEST_ID, logged_id
 from .._core.options import check
 from .._core.store import current_mapping
+from .._core.usage import LOG_ERRORS, LOG_WARNINGS, current_usage, usage_of
 from .logging_context import pushed_layer
 
 DEFAULT_REQUEST_ID = NO_REQUEST_ID
+
+_COUNTED_METHODS = {
+    "warning": LOG_WARNINGS,
+    "warn": LOG_WARNINGS,
+    "error": LOG_ERRORS,
+    "exception": LOG_ERRORS,
+    "critical": LOG_ERRORS,
+    "fatal": LOG_ERRORS,
+}
+"""structlog method names (and, in ``ProcessorFormatter``'s chain, stdlib level names) counted."""
+_counted_records: weakref.WeakSet[logging.LogRecord] = weakref.WeakSet()
+
+
+def count_record(record: logging.LogRecord) -> None:
+    """Count a stdlib record at WARNING or above in the current unit of work's usage, once:
+    a record reaches the filter of every handler, after the record factory, if installed."""
+    if record.levelno < logging.WARNING or record in _counted_records:
+        return
+    _counted_records.add(record)
+    usage = current_usage()
+    if usage is not None:
+        usage.record(LOG_ERRORS if record.levelno >= logging.ERROR else LOG_WARNINGS)
 
 
 FieldAdder = Callable[[Any, str, MutableMapping[str, Any]], MutableMapping[str, Any]]
@@ -76,6 +106,9 @@ def field_adder(
                 for key, name in pairs:
                     target.setdefault(name, mapping.get(key, default))
             metadata = mapping.get(metadata_key)
+            counted = _COUNTED_METHODS.get(method_name)
+            if counted is not None and (usage := usage_of(mapping)) is not None:
+                usage.record(counted)
         layer = pushed()
         if layer is not None:
             for name, value in layer.fields.items():
