@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from ._core.emit import event_sink
+from ._core.usage import flat_usage
 from .events import (
     ClientDisconnected,
     ConnectionCompleted,
@@ -112,7 +113,7 @@ _LEVELS: dict[type[Any], int] = {
 _NAMES: dict[type[Any], tuple[str, tuple[str, ...]]] = {
     kind: (
         "".join(f"_{c.lower()}" if c.isupper() else c for c in kind.__name__).lstrip("_"),
-        tuple(f.name for f in fields(kind) if f.name != "wall_time_ns"),
+        tuple(f.name for f in fields(kind) if f.name not in ("wall_time_ns", "usage")),
     )
     for kind in _LEVELS
 }
@@ -178,6 +179,8 @@ class LoggingCollector:
         name, names = _NAMES[type(event)]
         values: dict[str, Any] = {"time": _iso_time(event.wall_time_ns)}
         values.update((key, getattr(event, key)) for key in names)
+        if isinstance(event, ResponseCompleted) and event.usage:  # as the request's wide line
+            values.update(flat_usage(event.usage))
         if self._json:  # the fields also on the record, as the text format has them
             line = json.dumps({"event": name, **values})
             self._logger.log(level, "%s", line, extra={"event": name, "event_fields": values})

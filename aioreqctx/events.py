@@ -180,6 +180,7 @@ __all__ = (
     "NoopCollector",
     "RequestStarted",
     "ResponseCompleted",
+    "Used",
 )
 
 __getattr__, __dir__ = lazy_names(

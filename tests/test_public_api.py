@@ -126,6 +126,7 @@ NAMESPACES = {
         "NoopCollector",
         "RequestStarted",
         "ResponseCompleted",
+        "Used",
     },
     "aioreqctx.propagation": {
         "DEADLINE_HEADER",

@@ -20,6 +20,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 import aioreqctx as context
+from aioreqctx.events import ResponseCompleted, Used
 from aioreqctx.integrations.asyncpg import QueryAccounting
 from aioreqctx.integrations.prometheus import PrometheusCollector
 
@@ -281,3 +282,30 @@ def test_usage_false_leaves_the_fields_out(usage: bool) -> None:
         asyncio.run(main())
     (finished,) = requests.fields("request_finished")
     assert ("log_warnings" in finished) is usage
+
+
+def test_the_logging_collector_puts_the_totals_on_response_completed_as_flat_fields() -> None:
+    collector = context.LoggingCollector(logger="tests.wide.lifecycle")
+    event = ResponseCompleted(
+        connection_id=1,
+        worker_id=1,
+        request_id="req-9",
+        method="GET",
+        path="/",
+        status=200,
+        bytes_sent=10,
+        duration_ms=1.0,
+        streaming=False,
+        usage={"db_queries": Used(3, 4.5, 2.0, 1), "jobs": Used(1, 0.0, 0.0, 0)},
+    )
+    with capture("tests.wide.lifecycle") as lifecycle:
+        collector.record(event)
+    (fields,) = lifecycle.fields("response_completed")
+    assert {key: fields[key] for key in list(fields)[-5:]} == {
+        "db_queries": 3,
+        "db_queries_ms": 4.5,
+        "db_queries_slowest_ms": 2.0,
+        "db_queries_errors": 1,
+        "jobs": 1,
+    }
+    assert "usage" not in fields

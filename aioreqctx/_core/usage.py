@@ -81,17 +81,22 @@ class Usage:
         }
 
     def summary(self) -> dict[str, int | float]:
-        """Flat fields: ``name`` (count), ``name_ms``, ``name_slowest_ms`` and, when some
-        failed, ``name_errors``; only the names that were used."""
-        fields: dict[str, int | float] = {}
-        for name, used in self.totals().items():
-            fields[name] = used.uses
-            if used.total_ms or used.slowest_ms:
-                fields[f"{name}_ms"] = used.total_ms
-                fields[f"{name}_slowest_ms"] = used.slowest_ms
-            if used.errors:
-                fields[f"{name}_errors"] = used.errors
-        return fields
+        """``flat_usage(totals())``: the log fields."""
+        return flat_usage(self.totals())
+
+
+def flat_usage(totals: Mapping[str, Used]) -> dict[str, int | float]:
+    """Flat fields: ``name`` (how many uses), ``name_ms``, ``name_slowest_ms`` and, when some
+    failed, ``name_errors``."""
+    fields: dict[str, int | float] = {}
+    for name, used in totals.items():
+        fields[name] = used.uses
+        if used.total_ms or used.slowest_ms:
+            fields[f"{name}_ms"] = used.total_ms
+            fields[f"{name}_slowest_ms"] = used.slowest_ms
+        if used.errors:
+            fields[f"{name}_errors"] = used.errors
+    return fields
 
 
 class _HasUsage(Protocol):
