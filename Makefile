@@ -4,7 +4,7 @@ VENV ?= .venv
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
 SOURCES := aioreqctx tests examples bench conftest.py
 
-.PHONY: lock demo serve test lint typecheck pytest test-all docs docs-serve bench bench-http bench-floors redis-server postgresql clean
+.PHONY: lock demo serve test lint typecheck pytest test-all docs docs-serve bench bench-http bench-floors redis-server postgresql chromium clean
 
 # The dev/CI set is locked (every package, exact version and hash) in $(LOCK) by uv, which
 # also installs it: `make lock` refreshes the lock after a change to pyproject.toml.
@@ -43,7 +43,7 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy --strict $(SOURCES)
 
-pytest: $(VENV)/.installed redis-server postgresql
+pytest: $(VENV)/.installed redis-server postgresql chromium
 	$(VENV)/bin/pytest
 
 # pytest on every CPython 3.11+ that pyenv has, each in its own .venv-<version>.
@@ -78,8 +78,9 @@ bench: $(VENV)/.installed
 # $(call debian-package,PACKAGE,WHAT NEEDS IT,ELSE[,PROBE]) runs ELSE after one line where there
 # is no apt-get; PROBE (default: the command PACKAGE on PATH) tells whether it is there.
 # redis-server (the job tests, the docs' job examples, the demo's job scenario) and postgresql
-# (the asyncpg tests; they start their own server): without them those tests skip, each saying
-# how to install it (CI fails instead); wrk and valgrind: the benches.
+# (the asyncpg tests; they start their own server) and chromium (the in-flight page, read
+# headless): without them those tests skip, each saying how to install it (CI fails instead);
+# wrk and valgrind: the benches.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 define debian-package
 @$(or $(4),command -v $(1)) >/dev/null 2>&1 || if command -v apt-get >/dev/null; then \
@@ -93,6 +94,9 @@ redis-server:
 
 postgresql:
 	$(call debian-package,postgresql,the asyncpg tests,true,ls /usr/lib/postgresql/*/bin/initdb)
+
+chromium:
+	$(call debian-package,chromium,the in-flight page test (headless),true)
 
 bench-http: $(VENV)/.installed
 	$(call debian-package,wrk,bench/http_middleware.py,exit 1)

@@ -21,13 +21,14 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from time import monotonic_ns, time_ns
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 from ._core.emit import LIFECYCLE_LOGGER, event_sink, logger
+from ._core.usage import Used, flat_usage
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +75,9 @@ class ResponseCompleted(_Event):
     duration_ms: float
     streaming: bool
     """The handler prepared it itself (``StreamResponse``, WebSocket) before returning it."""
+    usage: Mapping[str, Used] = field(default_factory=dict)
+    """What the request used of its dependencies, by name (``db_queries``, ``http_calls``,
+    ``jobs``, ``log_warnings``, ...): the totals behind its wide line."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -256,7 +260,7 @@ _LEVELS: dict[type[Any], int] = {
 _NAMES: dict[type[Any], tuple[str, tuple[str, ...]]] = {
     kind: (
         "".join(f"_{c.lower()}" if c.isupper() else c for c in kind.__name__).lstrip("_"),
-        tuple(f.name for f in fields(kind) if f.name != "wall_time_ns"),
+        tuple(f.name for f in fields(kind) if f.name not in ("wall_time_ns", "usage")),
     )
     for kind in _LEVELS
 }
@@ -322,6 +326,8 @@ class LoggingCollector:
         name, names = _NAMES[type(event)]
         values: dict[str, Any] = {"time": _iso_time(event.wall_time_ns)}
         values.update((key, getattr(event, key)) for key in names)
+        if isinstance(event, ResponseCompleted) and event.usage:  # as the request's wide line
+            values.update(flat_usage(event.usage))
         if self._json:  # the fields also on the record, as the text format has them
             line = json.dumps({"event": name, **values})
             self._logger.log(level, "%s", line, extra={"event": name, "event_fields": values})
@@ -347,4 +353,5 @@ __all__ = (
     "NoopCollector",
     "RequestStarted",
     "ResponseCompleted",
+    "Used",
 )

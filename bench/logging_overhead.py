@@ -88,9 +88,11 @@ def structlog_logger(
 
 
 class Bare:
-    """Stands in for a fresh LogRecord: the filter touches its ``__dict__`` and ``exc_info``."""
+    """Stands in for a fresh INFO LogRecord: the filter touches its ``__dict__``, ``exc_info``
+    and ``levelno``."""
 
     exc_info = None
+    levelno = logging.INFO
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,11 @@ OPERATIONS: tuple[tuple[str, str, str], ...] = (
     ("events@WARNING", "RequestEvents start + finish", "events_pair()"),
     ("registry", "InFlightRegistry start + finish", "registry_pair()"),
     ("lifecycle@WARNING", "ServerEvents start + finish", "lifecycle_pair()"),
+    ("wide event", "summary(): a request that used nothing", "unused.summary()"),
+    ("wide event", "summary(): 3 queries, 2 calls, 1 job", "used.summary()"),
+    ("access@INFO", "access line, wide event off", "access_off(request, response, 0.0015)"),
+    ("access@INFO", "access line, wide event on (unused)", "access(request, response, 0.0015)"),
+    ("access@INFO", "access line, wide event on (6 uses)", "access(busy, response, 0.0015)"),
 )
 
 
@@ -99,10 +104,24 @@ def namespace() -> dict[str, Any]:
     request[CONTEXT_MAPPING] = mapping
     request[OWN_RECORD] = (INCOMING_ID, perf_counter(), OperationTimings())
     events = aioreqctx.RequestEvents(logger=filtered("bench.floor.events"))
-    registry = aioreqctx.InFlightRegistry()
+    # The mapping is as old as the run: no finish may count as slow (the ring stays empty).
+    registry = aioreqctx.InFlightRegistry(slow_ms=86_400_000)
     filtered("bench.floor.lifecycle")
     lifecycle = ServerEvents(aioreqctx.LoggingCollector(logger="bench.floor.lifecycle"))
     app = web.Application()
+    used = OperationTimings()
+    for name, ms in (("db_queries", 1.2), ("db_queries", 0.8), ("db_queries", 2.0)):
+        used.usage().record(name, ms)
+    for name, ms in (("http_calls", 12.5), ("http_calls", 9.1)):
+        used.usage().record(name, ms)
+    used.usage().record("jobs")
+    busy = make_mocked_request("GET", "/orders/7")
+    busy[OWN_RECORD] = (INCOMING_ID, perf_counter(), used)
+    access_logger = logging.getLogger("bench.floor.access")
+    access_logger.propagate = False
+    access_logger.addHandler(logging.NullHandler())
+    access_logger.setLevel(logging.INFO)
+    off = type("WideEventOff", (aioreqctx.AccessLogger,), {"usage": False})
 
     def pair(observer: Any) -> Any:
         def both() -> None:
@@ -124,6 +143,9 @@ def namespace() -> dict[str, Any]:
         "events_pair": pair(events),
         "registry_pair": pair(registry),
         "lifecycle_pair": pair(lifecycle),
+        **{"unused": OperationTimings(), "used": used, "busy": busy},
+        "access": aioreqctx.AccessLogger(access_logger, "").log,
+        "access_off": off(access_logger, "").log,
     }
 
 

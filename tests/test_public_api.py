@@ -132,6 +132,7 @@ NAMESPACES = {
         "NoopCollector",
         "RequestStarted",
         "ResponseCompleted",
+        "Used",
     },
     "aioreqctx.propagation": {
         "DEADLINE_HEADER",

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import re
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
@@ -23,10 +24,11 @@ from .. import keys
 from .emit import OPERATIONS_LOGGER, event_sink
 from .store import current_mapping, get, running_task
 from .sync_or_async import SyncOrAsync
-from .usage import Usage
+from .usage import Usage, Used
 
 P = ParamSpec("P")
 R = TypeVar("R")
+_NOT_FIELD = re.compile(r"[^A-Za-z0-9_]")
 _operation_logger = logging.getLogger(OPERATIONS_LOGGER)
 _log_operation = event_sink(_operation_logger)
 _counter_lock = threading.Lock()  # counters are rare and brief: one lock for every request
@@ -34,6 +36,11 @@ _counter_lock = threading.Lock()  # counters are rare and brief: one lock for ev
 ENTRY_LIMIT = 1000
 """Timed operations one request keeps; later ones are only counted (``dropped``), so a
 long-running job that times a loop cannot grow without bound."""
+NAME_LIMIT = 64
+"""Operation names are cut to this many characters wherever they are written out."""
+SUMMARY_OPERATIONS = 8
+"""Timed operation names a request's summary lists (``op_<name>_ms``): the slowest, the rest
+summed as ``op_other_ms``, so a line stays short whatever the code times."""
 
 
 def elapsed_ms() -> float | None:
@@ -133,6 +140,48 @@ class OperationTimings:
         """``usage().summary()``, without making one for a request that used nothing."""
         usage: Usage | None = getattr(self, "_usage", None)
         return {} if usage is None else usage.summary()
+
+    def usage_totals(self) -> dict[str, Used]:
+        """``usage().totals()``, without making one for a request that used nothing."""
+        usage: Usage | None = getattr(self, "_usage", None)
+        return {} if usage is None else usage.totals()
+
+    def summary(self) -> dict[str, int | float]:
+        """The wide event's fields: what the request used (``usage_summary()``) and the total
+        milliseconds of each timed operation name (``op_<name>_ms``, at most
+        ``SUMMARY_OPERATIONS`` of them); ``{}`` for a request that did neither."""
+        fields = self.usage_summary()
+        entries = self.entries()
+        if entries:
+            kept, rest = by_name(entries, _NOT_FIELD, SUMMARY_OPERATIONS)
+            for name, ms in kept:
+                fields[f"op_{name}_ms"] = round(ms, 3)
+            if rest:
+                fields["op_other_ms"] = round(sum(rest), 3)
+        return fields
+
+    def server_timing_entries(self) -> list[tuple[str, float]]:
+        """What ``Server-Timing`` shows: the timed dependencies (``db_queries``, ``http_calls``)
+        and the timed operations."""
+        used = [(name, u.total_ms) for name, u in self.usage_totals().items() if u.total_ms]
+        return used + self.entries() if used else self.entries()
+
+
+def by_name(
+    operations: list[tuple[str, float]], not_allowed: re.Pattern[str], limit: int
+) -> tuple[list[tuple[str, float]], list[float]]:
+    """Repeats of a name summed (names cut to ``NAME_LIMIT``, characters
+    ``not_allowed`` replaced by ``_``); beyond ``limit`` names, the slowest ``limit - 1`` in
+    order of first appearance, and the totals of the rest."""
+    merged: dict[str, float] = {}
+    for name, ms in operations:
+        token = not_allowed.sub("_", name[:NAME_LIMIT]) or "_"
+        merged[token] = merged.get(token, 0.0) + ms
+    if len(merged) <= limit:
+        return list(merged.items()), []
+    slowest = set(sorted(merged, key=merged.__getitem__, reverse=True)[: limit - 1])
+    kept = [(token, ms) for token, ms in merged.items() if token in slowest]
+    return kept, [ms for token, ms in merged.items() if token not in slowest]
 
 
 _Use = tuple[float, "OperationTimings | None"]

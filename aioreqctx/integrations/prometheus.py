@@ -1,8 +1,9 @@
 """Lifecycle events as Prometheus metrics: install the ``prometheus`` extra (prometheus-client).
 
 Counts what operators graph first: responses by status, their durations and bytes, requests
-and connections in flight, and client disconnects. prometheus-client's metrics are
-thread-safe, so the collector is too.
+and connections in flight, client disconnects, and what requests used of their dependencies
+(the totals behind each request's wide line: SQL queries, HTTP calls, jobs, warnings).
+prometheus-client's metrics are thread-safe, so the collector is too.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ class PrometheusCollector:
     """Metrics named ``<namespace>_...`` (default ``aioreqctx_``) in ``registry``.
 
     ``requests_total{status}``, ``request_duration_seconds`` (histogram, ``buckets``),
-    ``response_bytes_sent_total``, ``requests_in_flight``, ``connections_active`` and
-    ``client_disconnects_total``. One instance per registry: names register once.
+    ``response_bytes_sent_total``, ``requests_in_flight``, ``connections_active``,
+    ``client_disconnects_total`` and, labelled by ``name`` (``db_queries``, ``http_calls``,
+    ``jobs``, ``log_warnings``, ``log_errors``: one label value per name the code records, never
+    per request), ``dependency_uses_total``, ``dependency_seconds_total`` and
+    ``dependency_errors_total``. One instance per registry: names register once.
     """
 
     def __init__(
@@ -74,12 +78,40 @@ class PrometheusCollector:
             registry=reg,
         )
 
+        self.dependency_uses = Counter(
+            "dependency_uses",
+            "Uses of a dependency by responses written (queries, outgoing calls, jobs queued)",
+            ["name"],
+            namespace=ns,
+            registry=reg,
+        )
+        self.dependency_seconds = Counter(
+            "dependency_seconds",
+            "Time responses written spent in a dependency",
+            ["name"],
+            namespace=ns,
+            registry=reg,
+        )
+        self.dependency_errors = Counter(
+            "dependency_errors",
+            "Failed uses of a dependency by responses written",
+            ["name"],
+            namespace=ns,
+            registry=reg,
+        )
+
     def record(self, event: LifecycleEvent) -> None:
         if isinstance(event, ResponseCompleted):
             self.requests_in_flight.dec()
             self.requests_total.labels(status=str(event.status)).inc()
             self.request_duration.observe(event.duration_ms / 1000.0)
             self.bytes_sent.inc(event.bytes_sent)
+            for name, used in event.usage.items():  # empty for a request that used nothing
+                self.dependency_uses.labels(name=name).inc(used.uses)
+                if used.total_ms:
+                    self.dependency_seconds.labels(name=name).inc(used.total_ms / 1000.0)
+                if used.errors:
+                    self.dependency_errors.labels(name=name).inc(used.errors)
         elif isinstance(event, RequestStarted):
             self.requests_in_flight.inc()
         elif isinstance(event, ClientDisconnected):

@@ -93,7 +93,16 @@ _Line = tuple[contextvars.Context, Emit, tuple[Any, ...], int]
 class RequestLines:
     """One request's kept lines; shared by its tasks and threads (appends take a lock)."""
 
-    __slots__ = ("_lines", "closed", "config", "dropped", "failed", "level", "started")
+    __slots__ = (
+        "_lines",
+        "closed",
+        "config",
+        "dropped",
+        "failed",
+        "level",
+        "started",
+        "written",
+    )
     direct = False  # lines are kept, not written as they come
 
     def __init__(self, config: LogBuffer) -> None:
@@ -104,6 +113,8 @@ class RequestLines:
         self.dropped = 0
         self.failed = False
         self.closed = False
+        self.written: tuple[str, ...] = ()
+        """The kept lines it wrote (when it failed), as text: for the in-flight page."""
 
     def wants(self, level: int) -> bool:
         """Whether a line at ``level`` that the loggers would not emit is to be built.
@@ -173,8 +184,20 @@ class RequestLines:
                 self.config.max_lines,
                 self.config.max_bytes_total,
             )
+        self.written += tuple(_text_of(args) for _, _, args, _ in lines)
         for context, emit, args, _ in lines:
             context.run(emit, *args)
+
+
+def _text_of(args: tuple[Any, ...]) -> str:
+    """A kept line as text: a stdlib record's level, logger and message (formatted when it
+    was kept), or what structlog rendered."""
+    record = args[-1] if args else None
+    if isinstance(record, logging.LogRecord):
+        return f"{record.levelname} {record.name}: {record.msg}"
+    return " ".join(
+        arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg) for arg in args
+    )
 
 
 class DebugLines:

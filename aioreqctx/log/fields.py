@@ -13,10 +13,17 @@ Reading them costs two ContextVar lookups, however many ContextVars the context 
 ``Context.logging``) keeps its fields in a ContextVar of their own, holding an immutable layer
 that is replaced, never changed: a task or thread sees what was pushed in its own context and in
 the context it was started from, and concurrent requests never see each other's fields.
+
+A line at WARNING or above inside a request (or job) also counts in its usage
+(``log_warnings``, ``log_errors``), so the request's wide line says it logged trouble: a
+structlog event by its method name here, a stdlib record by ``count_record`` (once per record,
+however many handlers filter it).
 """
 
 from __future__ import annotations
 
+import logging
+import weakref
 from collections.abc import Callable, Mapping, MutableMapping
 from contextvars import ContextVar, Token
 from types import MappingProxyType
@@ -28,6 +35,7 @@ from .._core.ids import NO_REQUEST_ID, logged_id
 from .._core.options import check
 from .._core.store import current_mapping
 from .._core.sync_or_async import SyncOrAsync
+from .._core.usage import LOG_ERRORS, LOG_WARNINGS, current_usage, usage_of
 
 NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
 
@@ -110,6 +118,28 @@ log_context = LogContext()
 
 DEFAULT_REQUEST_ID = NO_REQUEST_ID
 
+_COUNTED_METHODS = {
+    "warning": LOG_WARNINGS,
+    "warn": LOG_WARNINGS,
+    "error": LOG_ERRORS,
+    "exception": LOG_ERRORS,
+    "critical": LOG_ERRORS,
+    "fatal": LOG_ERRORS,
+}
+"""structlog method names (and, in ``ProcessorFormatter``'s chain, stdlib level names) counted."""
+_counted_records: weakref.WeakSet[logging.LogRecord] = weakref.WeakSet()
+
+
+def count_record(record: logging.LogRecord) -> None:
+    """Count a stdlib record at WARNING or above in the current unit of work's usage, once:
+    a record reaches the filter of every handler, after the record factory, if installed."""
+    if record.levelno < logging.WARNING or record in _counted_records:
+        return
+    _counted_records.add(record)
+    usage = current_usage()
+    if usage is not None:
+        usage.record(LOG_ERRORS if record.levelno >= logging.ERROR else LOG_WARNINGS)
+
 
 FieldAdder = Callable[[Any, str, MutableMapping[str, Any]], MutableMapping[str, Any]]
 """``add(logger, method_name, target) -> target``: adds the fields to ``target`` and returns it.
@@ -169,6 +199,9 @@ def field_adder(
             origin = mapping.get(origin_key)
             if origin is not None:  # detached work: the request or job that started it
                 target.setdefault("origin_request_id", origin)
+            counted = _COUNTED_METHODS.get(method_name)
+            if counted is not None and (usage := usage_of(mapping)) is not None:
+                usage.record(counted)
         layer = pushed()
         if layer is not None:
             for name, value in layer.fields.items():

@@ -28,11 +28,13 @@ from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
-from .fields import DEFAULT_REQUEST_ID, field_adder
+from .fields import DEFAULT_REQUEST_ID, count_record, field_adder
 
 
 class RequestContextFilter(logging.Filter):
     """Adds ``request_id`` (and the other request fields) to every record; never drops one.
+    A record at WARNING or above counts in the request's usage (``log_warnings``,
+    ``log_errors``).
 
     From ``dictConfig``: ``"filters": {"request": {"()": "aioreqctx.RequestContextFilter"}}``
     plus ``"filters": ["request"]`` on each handler. Attributes the record already has (its own,
@@ -53,6 +55,8 @@ class RequestContextFilter(logging.Filter):
         )
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            count_record(record)
         self._add_fields(None, "", record.__dict__)
         if record.exc_info:  # re-rendered: a handler before this one may have cached it raw
             record.exc_text = format_exception(record.exc_info)
@@ -82,6 +86,8 @@ def install_log_record_factory(
     def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
         if active:
+            if record.levelno is not None and record.levelno >= logging.WARNING:  # makeLogRecord
+                count_record(record)
             add_fields(None, "", record.__dict__)
             if record.exc_info and not record.exc_text:
                 record.exc_text = format_exception(record.exc_info)

@@ -15,6 +15,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from time import perf_counter
 from types import SimpleNamespace
 from typing import Literal
 
@@ -28,6 +29,7 @@ from .._core.deadline import DEADLINE_HEADER, format_deadline, remaining_time
 from .._core.ids import checked_generator, new_request_id, sendable_id
 from .._core.options import HEADER_NAME, OPTIONAL_HEADER_NAME, check
 from .._core.store import current_mapping
+from .._core.usage import HTTP_CALLS, current_usage
 from ..log.debug import DEBUG_HEADER, DEBUG_LOG
 
 _DEFAULT_CLIENT_TIMEOUT = ClientTimeout(total=5 * 60, sock_connect=30)  # aiohttp's own default
@@ -51,6 +53,9 @@ class ClientPropagation:
     ``debug_header``: the header that carries a trusted debug-on-demand request's value
     (``aioreqctx.log.DebugOnDemand``), for the downstream service to judge (None: not sent).
     A header the caller set, on the request or as a session default, is never replaced.
+    Inside a request (or job) each call counts in its usage (``http_calls``, ``http_calls_ms``
+    up to the response's headers, ``http_calls_errors`` for one that raised or got a 5xx);
+    ``trace_config()`` only adds the headers.
     """
 
     header: str = keys.REQUEST_ID
@@ -75,16 +80,26 @@ class ClientPropagation:
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         deadline = self.label(request.headers)
-        if deadline is None:
-            return await handler(request)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise DeadlineExceeded(
-                f"aioreqctx: the request's deadline passed; {request.method} {request.url} "
-                "was not sent"
-            )
-        async with asyncio.timeout(left):
-            return await handler(request)
+        usage = current_usage()
+        started = perf_counter()
+        failed = True
+        try:
+            if deadline is None:
+                response = await handler(request)
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DeadlineExceeded(
+                        f"aioreqctx: the request's deadline passed; {request.method} "
+                        f"{request.url} was not sent"
+                    )
+                async with asyncio.timeout(left):
+                    response = await handler(request)
+            failed = response.status >= 500
+            return response
+        finally:
+            if usage is not None:  # the call counts in the request's (or job's) usage
+                usage.record(HTTP_CALLS, (perf_counter() - started) * 1000.0, error=failed)
 
     def label(self, headers: CIMultiDict[str]) -> float | None:
         """Add the ID and deadline headers the caller did not set; return the deadline if any."""

@@ -42,7 +42,9 @@ from .._core.ids import (
 )
 from .._core.store import Context, current_mapping, scope
 from .._core.sync_or_async import SyncOrAsync
+from .._core.timing import OperationTimings
 from .._core.unit_of_work import Registry, start_values
+from .._core.usage import JOBS, usage_of
 from ..log.buffer import Lines, LogBuffer, buffering
 from ..log.debug import DEBUG_LOG, DebugOnDemand
 
@@ -93,6 +95,8 @@ class JobEvents:
     ``logger``: a stdlib logger or its name (default ``aioreqctx.jobs``) or a structlog logger.
     Levels: ``started_level`` and ``finished_level`` (INFO); a failure is ``error_level``
     (ERROR, with the traceback), a retry or a cancellation ``retry_level`` (WARNING, without).
+    ``usage``: whether the end line carries what the job used, as a request's does
+    (``db_queries=3 http_calls=2 ...``, only what it used).
     """
 
     __slots__ = (
@@ -102,6 +106,7 @@ class JobEvents:
         "finished_level",
         "retry_level",
         "started_level",
+        "usage",
     )
 
     def __init__(
@@ -112,6 +117,7 @@ class JobEvents:
         finished_level: int = logging.INFO,
         error_level: int = logging.ERROR,
         retry_level: int = logging.WARNING,
+        usage: bool = True,
     ) -> None:
         for option, level in (
             ("started_level", started_level),
@@ -129,6 +135,7 @@ class JobEvents:
         self.finished_level = finished_level
         self.error_level = error_level
         self.retry_level = retry_level
+        self.usage = usage
 
     def started(self, mapping: Mapping[str, Any]) -> None:
         if self._enabled(self.started_level):
@@ -146,6 +153,9 @@ class JobEvents:
         fields = _job_fields(mapping)
         fields["duration_ms"] = round((perf_counter() - start) * 1000.0, 3)
         fields["outcome"] = outcome
+        timings = mapping.get(keys.OPERATIONS)
+        if self.usage and isinstance(timings, OperationTimings):
+            fields.update(timings.summary())
         self._sink(level, event, {**fields, **error})
 
 
@@ -239,7 +249,8 @@ class JobPropagation:
             )
 
     def carrier(self) -> dict[str, str]:
-        """What a job enqueued here and now carries (``{}`` outside a request with ``"skip"``)."""
+        """What a job enqueued here and now carries (``{}`` outside a request with ``"skip"``);
+        inside a request (or job) it counts one job queued (``jobs`` in its usage)."""
         mapping = current_mapping.get(None)
         request_id = None if mapping is None else sendable_id(mapping.get(keys.REQUEST_ID))
         if request_id is None:
@@ -247,6 +258,9 @@ class JobPropagation:
                 return {}
             return {CARRIED_REQUEST_ID: self._generate()}
         assert mapping is not None
+        usage = usage_of(mapping)
+        if usage is not None:
+            usage.record(JOBS)
         carried = {CARRIED_REQUEST_ID: request_id}
         job_id = mapping.get(keys.JOB_ID)
         if job_id is not None:

@@ -28,7 +28,9 @@ class AccessLogger(AbstractAccessLogger):
 
     Writes the event ``access`` at INFO with ``request_id``, ``method``, ``path``, ``status``,
     ``bytes`` (headers and body as sent), ``duration_ms``, ``remote``, ``user_agent`` and
-    ``disconnected``, to the stdlib logger aiohttp passes (``aiohttp.access`` unless
+    ``disconnected``, then what the request used (``OperationTimings.summary()``:
+    ``db_queries=3 db_queries_ms=4.2 http_calls=2 ...``, only what it used; off with
+    ``usage = False`` on a subclass), to the stdlib logger aiohttp passes (``aiohttp.access`` unless
     ``access_log=`` says otherwise), or to ``target`` when a subclass sets it (see
     ``access_logger_for``). aiohttp's ``access_log_format`` is not used.
     """
@@ -37,6 +39,8 @@ class AccessLogger(AbstractAccessLogger):
     """A structlog logger or a stdlib logger (or its name) to write to instead of aiohttp's."""
 
     level: ClassVar[int] = logging.INFO
+    usage: ClassVar[bool] = True
+    """Whether the line carries what the request used (its wide-event fields)."""
 
     def __init__(self, logger: logging.Logger, log_format: str) -> None:
         super().__init__(logger, log_format)
@@ -49,21 +53,20 @@ class AccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         own = request.get(OWN_RECORD)
         request_id = DEFAULT_REQUEST_ID if own is None else own[0]
-        self._sink(
-            self.level,
-            "access",
-            {
-                "request_id": request_id,
-                "method": request.method,
-                "path": request.path,
-                "status": response.status,
-                "bytes": response.body_length,
-                "duration_ms": round(time * 1000.0, 3),
-                "remote": request.remote,
-                "user_agent": request.headers.get("User-Agent"),
-                "disconnected": _disconnected(request),
-            },
-        )
+        fields = {
+            "request_id": request_id,
+            "method": request.method,
+            "path": request.path,
+            "status": response.status,
+            "bytes": response.body_length,
+            "duration_ms": round(time * 1000.0, 3),
+            "remote": request.remote,
+            "user_agent": request.headers.get("User-Agent"),
+            "disconnected": _disconnected(request),
+        }
+        if own is not None and self.usage:
+            fields.update(own[2].summary())
+        self._sink(self.level, "access", fields)
 
 
 def access_logger_for(target: Any) -> type[AccessLogger]:

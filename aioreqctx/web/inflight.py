@@ -7,6 +7,10 @@ It is a ``RequestObserver`` (``aioreqctx.setup(app, observers=(registry,))``) an
 lost task) is dropped once it is older than ``max_age_seconds`` and logged once, so the registry
 cannot grow without bound.
 
+It also keeps the last ``recent`` requests that failed or ran longer than ``slow_ms``, each with
+its wide event (what it used) and, with log buffering, the lines it kept; ``handler`` serves
+all of it as JSON, or as an HTML page to read in a browser (``?format=html``).
+
 It is cheap enough to leave on (bench/observers.py): a request costs one plain tuple, one dict
 insertion and one dict pop, keyed by the identity of the request's mapping (IDs may repeat; a
 live mapping's identity cannot). No lock: a single dict operation and ``dict.copy()`` are atomic
@@ -21,6 +25,8 @@ import hmac
 import json
 import logging
 import math
+import time
+from collections import deque
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any, NamedTuple
@@ -34,6 +40,8 @@ from .._core.peers import peer_address
 from .._core.store import Context, running_task
 from .._core.timing import OperationTimings
 from ..keys import OPERATIONS, REQUEST_ID, START_MONOTONIC, START_TIME
+from .inflight_page import render_page
+from .log_buffer import failed, kept_lines
 from .observers import Answer, Failure, RequestObserver
 
 
@@ -81,6 +89,8 @@ class InFlightEntry(NamedTuple):
 _STARTED = InFlightEntry._fields.index("started")
 _PATH = InFlightEntry._fields.index("path")
 _LONG_LIVED = InFlightEntry._fields.index("long_lived")
+_ROUTE = InFlightEntry._fields.index("route")
+_TIMINGS = InFlightEntry._fields.index("timings")
 
 
 def route_of(request: web.Request) -> str:
@@ -133,7 +143,9 @@ class InFlightRegistry(RequestObserver):
     that age when a request starts. ``allow``: which requests ``handler`` answers (others get
     403); by default only those from a loopback address. ``name_tasks``: rename each
     request's task ``req:<request ID>``, so that ``python -m asyncio ps`` (3.14) shows which
-    request a task serves (one ``set_name`` per request).
+    request a task serves (one ``set_name`` per request). ``recent``: how many of the latest
+    requests that failed (a 5xx or an exception) or took at least ``slow_ms`` milliseconds it
+    keeps, with their wide events and kept log lines (0: none).
     """
 
     def __init__(
@@ -143,7 +155,13 @@ class InFlightRegistry(RequestObserver):
         logger: logging.Logger | str | Any = REGISTRY_LOGGER,
         allow: Callable[[web.Request], bool] = from_loopback,
         name_tasks: bool = False,
+        recent: int = 50,
+        slow_ms: float = 1000.0,
     ) -> None:
+        if not (isinstance(recent, int) and not isinstance(recent, bool) and recent >= 0):
+            raise ValueError(f"recent must be a number of requests >= 0, not {recent!r}")
+        if not (isinstance(slow_ms, int | float) and 0 <= slow_ms < math.inf):
+            raise ValueError(f"slow_ms must be a number of milliseconds >= 0, not {slow_ms!r}")
         if not (isinstance(max_age_seconds, int | float) and 0 < max_age_seconds < math.inf):
             raise ValueError(
                 f"max_age_seconds must be a positive number of seconds, not {max_age_seconds!r}"
@@ -158,6 +176,8 @@ class InFlightRegistry(RequestObserver):
         self._entries: dict[int, tuple[Any, ...]] = {}
         self._sweep_every = self.max_age_seconds / 4
         self._next_sweep = perf_counter() + self._sweep_every
+        self.slow_ms = float(slow_ms)
+        self._recent: deque[dict[str, JsonValue]] | None = deque(maxlen=recent) if recent else None
 
     def add(
         self,
@@ -220,7 +240,33 @@ class InFlightRegistry(RequestObserver):
     def request_finished(
         self, request: web.Request, mapping: Context, response: Answer, error: Failure
     ) -> None:
-        self.remove(mapping)
+        values = self._entries.pop(id(mapping), None)
+        if self._recent is None or values is None:
+            return
+        duration_ms = (perf_counter() - values[_STARTED]) * 1000.0
+        if duration_ms < self.slow_ms and not failed(response, error):
+            return
+        if isinstance(error, web.HTTPException):
+            response, error = error, None
+        timings = values[_TIMINGS]
+        self._recent.appendleft(
+            {
+                "request_id": values[0],
+                "method": request.method,
+                "path": request.path,
+                "route": values[_ROUTE],
+                "status": None if response is None else response.status,
+                "error": None if error is None else type(error).__name__,
+                "duration_ms": round(duration_ms, 3),
+                "finished_time": time.time(),
+                "usage": {} if timings is None else json_safe(timings.summary()),
+                "lines": list(kept_lines(request)),
+            }
+        )
+
+    def recent(self) -> list[dict[str, JsonValue]]:
+        """The latest requests that failed or were slow, newest first (JSON data)."""
+        return [] if self._recent is None else list(self._recent)
 
     def count(self) -> int:
         """How many requests and jobs are running (stale ones dropped first)."""
@@ -258,14 +304,31 @@ class InFlightRegistry(RequestObserver):
             "count": len(requests),
             "max_age_seconds": self.max_age_seconds,
             "requests": requests,
+            "slow_ms": self.slow_ms,
+            "recent": self.recent(),
         }
 
     async def handler(self, request: web.Request) -> web.Response:
         """An aiohttp handler that answers with ``to_dict()`` as JSON, to requests ``allow``
-        lets through (403 otherwise); ``?chains=1`` adds each one's await chain. It shows
+        lets through (403 otherwise); ``?chains=1`` adds each one's await chain. With
+        ``?format=html`` (or a browser's ``Accept: text/html``) it is a page instead, chains
+        included: server-rendered, every value escaped, nothing loaded from elsewhere. It shows
         every in-flight path and request ID: mount it only on an internal route, for example
         ``app.router.add_get("/_internal/inflight", registry.handler)``."""
         if not self.allow(request):
             raise web.HTTPForbidden(text="403: the in-flight registry is not served to this peer")
+        wanted = request.query.get("format")
+        if wanted == "html" or (
+            wanted is None and request.headers.get(hdrs.ACCEPT, "").startswith("text/html")
+        ):
+            page = render_page(json_safe(self.to_dict(chains=True)))
+            return web.Response(text=page, content_type="text/html", headers=_PAGE_HEADERS)
         body = json.dumps(json_safe(self.to_dict(chains=request.query.get("chains") == "1")))
         return web.Response(text=body, content_type="application/json")
+
+
+_PAGE_HEADERS = {
+    # Belt and braces over the escaping: no script runs, nothing loads from elsewhere.
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "Cache-Control": "no-store",
+}

@@ -52,7 +52,7 @@ class LogLinesObserver(RequestObserver):
     ) -> None:
         lines = request.get(_LINES)
         if lines is not None:
-            lines.close(failed=_failed(response, error))
+            lines.close(failed=failed(response, error))
 
     async def hook_while_serving(self, app: web.Application) -> AsyncIterator[None]:
         """A ``cleanup_ctx``: stdlib loggers consult the buffer while the app serves."""
@@ -63,7 +63,14 @@ class LogLinesObserver(RequestObserver):
             uninstall()
 
 
-def _failed(response: web.StreamResponse | None, error: BaseException | None) -> bool:
+def kept_lines(request: web.Request) -> tuple[str, ...]:
+    """The kept lines the request's buffer wrote because it failed, as text (none if it had
+    no buffer or did not fail); read once the request has finished."""
+    lines = request.get(_LINES)
+    return getattr(lines, "written", ())
+
+
+def failed(response: web.StreamResponse | None, error: BaseException | None) -> bool:
     """A 5xx, or an exception other than an HTTP error below 500 or a cancellation."""
     if response is not None and response.status >= 500:
         return True

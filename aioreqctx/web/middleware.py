@@ -394,7 +394,7 @@ class RequestIdMiddleware:
 
 def _add_server_timing(response: web.StreamResponse, own: OwnRecord) -> None:
     total_ms = (perf_counter() - own[1]) * 1000.0
-    response.headers[SERVER_TIMING] = server_timing_header(total_ms, own[2].entries())
+    response.headers[SERVER_TIMING] = server_timing_header(total_ms, own[2].server_timing_entries())
 
 
 MIDDLEWARE_OPTIONS = tuple(

@@ -57,6 +57,8 @@ class RequestEvents(RequestObserver):
     ``request_finished`` for a status. ``interrupted_level``: the level of ``request_failed``
     for a cancelled or disconnected request (WARNING). ``deadline_level``: the level of
     ``request_finished`` for a 504 caused by the request's own deadline (WARNING).
+    ``usage``: whether ``request_finished`` and ``request_failed`` carry what the request used
+    (``OperationTimings.summary()``: ``db_queries=3 http_calls=2 jobs=1 ...``, only what it used).
     """
 
     __slots__ = (
@@ -68,6 +70,7 @@ class RequestEvents(RequestObserver):
         "interrupted_level",
         "started_level",
         "status_level",
+        "usage",
     )
 
     def __init__(
@@ -79,6 +82,7 @@ class RequestEvents(RequestObserver):
         status_level: Callable[[int], int] = level_for_status,
         interrupted_level: int = logging.WARNING,
         deadline_level: int = logging.WARNING,
+        usage: bool = True,
     ) -> None:
         if isinstance(exclude_paths, str | re.Pattern):
             raise TypeError("exclude_paths must be a collection of paths, not one path")
@@ -102,6 +106,7 @@ class RequestEvents(RequestObserver):
         self.status_level = status_level
         self.interrupted_level = interrupted_level
         self.deadline_level = deadline_level
+        self.usage = usage
 
     def excludes(self, path: str) -> bool:
         return path in self._exact or any(p.fullmatch(path) for p in self._patterns)
@@ -131,6 +136,9 @@ class RequestEvents(RequestObserver):
         fields = _fields(request, status)
         if request.transport is None:
             fields["disconnected"] = True
+        own = request.get(OWN_RECORD)
+        if own is not None and self.usage:
+            fields.update(own[2].summary())
         self._sink(level, event, {**fields, **extra})
 
 

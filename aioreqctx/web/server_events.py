@@ -27,6 +27,7 @@ from aiohttp import web
 
 from .._core.emit import logger
 from .._core.store import Context
+from .._core.timing import OperationTimings
 from ..events import (
     ClientDisconnected,
     ConnectionCompleted,
@@ -59,15 +60,19 @@ class _Call:
         "response",
         "started",
         "streaming",
+        "timings",
         "writer",
     )
 
-    def __init__(self, request: web.Request, request_id: str, started: float) -> None:
+    def __init__(
+        self, request: web.Request, request_id: str, started: float, timings: OperationTimings
+    ) -> None:
         self.method = request.method
         self.path = request.path
         self.writer = request.writer
         self.request_id = request_id
         self.started = started
+        self.timings = timings
         self.response: web.StreamResponse | None = None
         self.finished: float | None = None  # when the middleware was done with it
         self.streaming = False
@@ -219,8 +224,8 @@ class ServerEvents(RequestObserver):
             self._unhooked[protocol] = connection
         elif connection.current is not None and not connection.current.ended:
             self._end(connection, connection.current)  # aiohttp is done with it already
-        request_id, start, _ = request[OWN_RECORD]  # not the mapping: an observer may clear it
-        call = _Call(request, request_id, start)
+        # not the mapping: an observer may clear it
+        call = _Call(request, *request[OWN_RECORD])
         connection.current = call
         wants = self._wants
         # Only a ResponseCompleted needs the moment the request ends. Without one, the call is
@@ -290,6 +295,7 @@ class ServerEvents(RequestObserver):
                 bytes_sent=bytes_sent,
                 duration_ms=(perf_counter() - call.started) * 1000.0,
                 streaming=call.streaming,
+                usage=call.timings.usage_totals(),
             )
         )
 

@@ -10,11 +10,13 @@ import re
 
 from multidict import istr
 
+from .._core.timing import NAME_LIMIT, by_name
+
 SERVER_TIMING = istr("Server-Timing")
 SERVER_TIMING_ENTRIES = 16
 """Metrics in a ``Server-Timing`` header besides ``total``: the slowest names, the rest as one
 ``other`` entry. With names cut to ``SERVER_TIMING_NAME_LIMIT`` the header stays under 2 KB."""
-SERVER_TIMING_NAME_LIMIT = 64
+SERVER_TIMING_NAME_LIMIT = NAME_LIMIT
 _NOT_TOKEN = re.compile(r"[^A-Za-z0-9!#$%&'*+\-.^_`|~]")
 
 
@@ -27,17 +29,9 @@ def server_timing_header(total_ms: float, operations: list[tuple[str, float]]) -
     """
     if not operations:  # what most requests time
         return f"total;dur={total_ms:.1f}"
-    merged: dict[str, float] = {}
-    for name, ms in operations:
-        token = _NOT_TOKEN.sub("_", name[:SERVER_TIMING_NAME_LIMIT]) or "_"
-        merged[token] = merged.get(token, 0.0) + ms
+    kept, rest = by_name(operations, _NOT_TOKEN, SERVER_TIMING_ENTRIES)
     parts = [f"total;dur={total_ms:.1f}"]
-    if len(merged) > SERVER_TIMING_ENTRIES:
-        keep = SERVER_TIMING_ENTRIES - 1
-        slowest = set(sorted(merged, key=merged.__getitem__, reverse=True)[:keep])
-        rest = [ms for token, ms in merged.items() if token not in slowest]
-        parts += [f"{token};dur={ms:.1f}" for token, ms in merged.items() if token in slowest]
+    parts += [f"{token};dur={ms:.1f}" for token, ms in kept]
+    if rest:
         parts.append(f'other;dur={sum(rest):.1f};desc="{len(rest)} more"')
-    else:
-        parts += [f"{token};dur={ms:.1f}" for token, ms in merged.items()]
     return ", ".join(parts)
