@@ -8,6 +8,7 @@ are one mistake to the caller.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -42,6 +43,10 @@ def exactly(kind: type) -> Callable[[Any], bool]:
     return lambda value: type(value) is kind
 
 
+def _seconds_or_none(value: Any) -> bool:
+    return value is None or (type(value) in (int, float) and math.isfinite(value) and value > 0)
+
+
 def _context_keys(value: Any) -> bool:
     return value is None or isinstance(value, Mapping)
 
@@ -65,6 +70,7 @@ RULES: dict[str, Rule] = {
     "server_timing": (exactly(bool), "True or False"),
     "observers": (_sequence_of(lambda item: True), "a tuple of request observers"),
     "outside_request": (lambda value: value in ("skip", "generate"), "'skip' or 'generate'"),
+    "warn_outliving_tasks": (_seconds_or_none, "a number of seconds > 0, or None (off)"),
     "context_keys": (
         _context_keys,
         "a mapping of context key to log field name, such as {'user.id': 'user_id'}, or None",

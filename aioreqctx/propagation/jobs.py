@@ -12,9 +12,11 @@ The per-queue adapters in ``aioreqctx.integrations`` only move the carrier and c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -40,6 +42,8 @@ from .._core.ids import (
     new_request_id,
     sendable_id,
 )
+from .._core.options import check
+from .._core.outliving import OutlivingTaskDetector, Unit, unit_of
 from .._core.store import Context, current_mapping, scope
 from .._core.sync_or_async import SyncOrAsync
 from .._core.timing import OperationTimings
@@ -189,6 +193,10 @@ class JobPropagation:
     written only if it fails (raises, logs an ERROR or runs longer than its ``slow_ms``).
     ``debug_on_demand``: an ``aioreqctx.log.DebugOnDemand``; a job queued by a request logged
     at DEBUG on demand is logged at DEBUG too, if its rule accepts the carried value.
+    ``warn_outliving_tasks``: seconds (off by default, 30 is a sensible value): on each event
+    loop that runs jobs, warn once per coroutine function about a task that a job started and
+    that still runs that long after the job finished (use ``aioreqctx.detached()`` for work
+    meant to outlive it).
     """
 
     context_keys: tuple[str, ...] = ()
@@ -201,8 +209,12 @@ class JobPropagation:
     max_budget: float = 300.0
     log_buffer: LogBuffer | None = None
     debug_on_demand: DebugOnDemand | None = None
+    warn_outliving_tasks: float | None = None
     _generate: Callable[[], str] = field(init=False, repr=False)
     _validate: Callable[[str], bool] = field(init=False, repr=False)
+    _detectors: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, OutlivingTaskDetector] = field(
+        init=False, repr=False, default_factory=weakref.WeakKeyDictionary
+    )
 
     def __post_init__(self) -> None:
         context_keys: object = self.context_keys
@@ -247,6 +259,24 @@ class JobPropagation:
                 "debug_on_demand must be an aioreqctx.log.DebugOnDemand or None, "
                 f"not {self.debug_on_demand!r}"
             )
+        check("JobPropagation", "warn_outliving_tasks", self.warn_outliving_tasks)
+
+    def _detector(self) -> OutlivingTaskDetector | None:
+        """The outliving-task detector of the running loop (started on its first job), or None
+        (off, or a job run in a thread without a loop)."""
+        if self.warn_outliving_tasks is None:
+            return None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        detector = self._detectors.get(loop)
+        if detector is None:
+            detector = self._detectors[loop] = OutlivingTaskDetector(
+                self.warn_outliving_tasks, jobs=True
+            )
+            detector.start(loop)
+        return detector
 
     def carrier(self) -> dict[str, str]:
         """What a job enqueued here and now carries (``{}`` outside a request with ``"skip"``);
@@ -316,6 +346,7 @@ class JobScope(SyncOrAsync[Context]):
         "_propagation",
         "_retrying",
         "_scope",
+        "_watched",
     )
 
     def __init__(
@@ -338,6 +369,7 @@ class JobScope(SyncOrAsync[Context]):
         self._buffering: buffering | None = None
         self._mapping: Context = {}
         self._own: Mapping[str, Any] = {}
+        self._watched: tuple[OutlivingTaskDetector, Unit] | None = None
 
     def __enter__(self) -> Context:
         if self._scope is not None:
@@ -347,6 +379,10 @@ class JobScope(SyncOrAsync[Context]):
         self._own = own = MappingProxyType(dict(seed))
         self._scope = scope(seed)
         self._mapping = mapping = self._scope.__enter__()
+        detector = self._propagation._detector()
+        if detector is not None:  # in flight until it closes
+            self._watched = detector, unit_of(own)
+            detector.open_units.add(self._watched[1])
         lines = self._lines_for(mapping)
         if lines is not None:
             self._buffering = buffering(lines)
@@ -404,6 +440,10 @@ class JobScope(SyncOrAsync[Context]):
         (``restore``) put the previous context back."""
         assert self._scope is not None, "closing a job scope that is not open"
         open_scope, self._scope = self._scope, None
+        if self._watched is not None:
+            detector, unit = self._watched
+            detector.open_units.discard(unit)
+            self._watched = None
         try:
             if self._propagation.registry is not None:
                 self._propagation.registry.remove(self._mapping)

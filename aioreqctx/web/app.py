@@ -25,7 +25,7 @@ from .inflight import InFlightRegistry
 from .log_buffer import LogLinesObserver
 from .middleware import MIDDLEWARE_OPTIONS, RequestIdMiddleware
 from .observers import RequestObserver
-from .outliving import accepts_seconds, outliving_task_detector
+from .outliving import outliving_task_detector
 from .request_events import RequestEvents
 from .server_events import ServerEvents
 
@@ -52,7 +52,7 @@ OPTIONS: dict[str, Rule] = {
         lambda value: value is None or callable(value),
         "a task factory (loop, coro, **kwargs) or None",
     ),
-    "warn_outliving_tasks": (accepts_seconds, "a number of seconds > 0, or None (off)"),
+    "warn_outliving_tasks": RULES["warn_outliving_tasks"],
     "log_buffer": (
         lambda value: value is None or isinstance(value, LogBuffer),
         "an aioreqctx.log.LogBuffer or None",

@@ -406,3 +406,70 @@ def test_cron_jobs_and_arq_functions_keep_their_names_and_start_with_new_ids(
     assert wrapped.coroutine is not record
     assert len(seen["tick"]["request_id"]) == 36
     assert seen["tick"]["job_name"] == tick.__qualname__
+
+
+pollers: list[asyncio.Task[None]] = []
+
+
+async def job_poller() -> None:
+    """Started plainly by a job: keeps the job's context after the job ends."""
+    context.set("owns", "a mapping")  # 3.11 reads only a task that owns a mapping
+    await asyncio.Event().wait()
+
+
+async def detached_job_poller() -> None:
+    context.set("owns", "a mapping")
+    await asyncio.Event().wait()
+
+
+async def starts_a_poller(ctx: dict[str, Any]) -> None:
+    pollers.append(asyncio.create_task(job_poller()))
+
+
+async def starts_a_detached_poller(ctx: dict[str, Any]) -> None:
+    pollers.append(context.detached(detached_job_poller()))
+
+
+async def outlasts_its_task(ctx: dict[str, Any]) -> None:
+    task = asyncio.create_task(job_poller())
+    await asyncio.sleep(0.5)  # the job outlasts the threshold, its task with it
+    task.cancel()
+
+
+def test_a_task_outliving_its_job_is_reported_once_detached_or_in_flight_ones_never(
+    redis_url: str, loop_factory: LoopFactory
+) -> None:
+    jobs = ArqPropagation(context.JobPropagation(warn_outliving_tasks=0.2))
+    pollers.clear()
+
+    async def main() -> str:
+        async with pool_for(redis_url, jobs) as pool:
+            async with context.unit_of_work("req-leaky"):
+                leaky = await pool.enqueue_job("starts_a_poller")
+                await pool.enqueue_job("starts_a_detached_poller")
+                await pool.enqueue_job("outlasts_its_task")
+            assert leaky is not None
+            await drain(
+                redis_url,
+                jobs,
+                functions=jobs.functions(
+                    [starts_a_poller, starts_a_detached_poller, outlasts_its_task]
+                ),
+            )
+            await asyncio.sleep(0.7)
+        for poller in pollers:
+            poller.cancel()
+        return leaky.job_id
+
+    with capture("aioreqctx", logging.WARNING) as logged:
+        job_id = run(loop_factory, main)
+    assert len(logged.records) == 1, logged.text()
+    message = logged.records[0].getMessage()
+    assert f"after the job starts_a_poller (id {job_id}, request req-leaky)" in message
+    assert f"{__file__}:{job_poller.__code__.co_firstlineno}" in message
+    assert "aioreqctx.detached" in message
+
+
+def test_a_bad_outliving_threshold_is_refused_by_name() -> None:
+    with pytest.raises(context.OptionError, match="JobPropagation: warn_outliving_tasks must be"):
+        context.JobPropagation(warn_outliving_tasks=0)
