@@ -42,6 +42,11 @@ ORIGIN_REQUEST_ID = "aioreqctx.origin_request_id"
 that started it; absent when it was started outside any. Log lines carry it as
 ``origin_request_id``."""
 
+HANDED_OFF = "aioreqctx.handed_off"
+"""True in a ``captured.activate()`` block (and the tasks it starts): work handed off on
+purpose, under the ID of the request that queued it, which the outliving-task detector never
+reports; absent otherwise."""
+
 ROUTE = "aioreqctx.route"
 """The request's route: its aiohttp resource pattern (``/users/{id}``), set by the observers
 that need it (the in-flight registry, ``aioreqctx.integrations.asyncpg``); absent otherwise."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from contextvars import ContextVar, Token
 from typing import Any, TypeVar
 
@@ -27,7 +27,7 @@ startup_values: ContextVar[Mapping[str, Any]] = ContextVar("aioreqctx.startup_va
 the server was started inside a context), so work detached from the request starts with them."""
 
 _unit_vars: list[tuple[ContextVar[Any], Any]] = []
-VarValues = tuple[tuple[ContextVar[Any], Any], ...]
+_UNSET = object()
 
 
 def unit_scoped(var: ContextVar[Any], empty: Any) -> None:
@@ -84,40 +84,47 @@ def _enter_detached(mapping: Context) -> None:
         var.set(empty)
 
 
-handed_off: set[int] = set()
-"""The ``id`` of each mapping an ``activate()`` block has open: work handed off on purpose,
-which the outliving-task detector never reports."""
+VarValues = tuple[tuple[ContextVar[Any], Any], ...]
 
 
 class _Unit(scope):
-    """A ``scope`` over ``values`` that also sets the unit-scoped variables for the block."""
+    """A ``scope`` whose mapping ``seed`` makes from ``values``, that also gives the unit-scoped
+    variables their ``var_values`` for the block.
 
-    __slots__ = ("_handed_off", "_mapping_id", "_var_tokens", "_var_values")
+    Everything is worked out beforehand (``capture()`` does it once for every ``activate()``),
+    so opening one costs what opening a ``scope`` costs, plus a ContextVar lookup per variable.
+    """
 
-    def __init__(self, values: dict[str, Any], var_values: VarValues, *, handed_off: bool) -> None:
-        super().__init__()
-        self._initial = values
+    __slots__ = ("_seed", "_var_tokens", "_var_values")
+
+    def __init__(
+        self,
+        values: dict[str, Any],
+        seed: Callable[[Mapping[str, Any]], Context],
+        var_values: VarValues,
+    ) -> None:
+        self._initial = values  # scope's fields, as scope.__init__ would set them
+        self._token = self._task = self._untasked_token = None
+        self._previous_attr = None
+        self._seed = seed
         self._var_values = var_values
-        self._var_tokens: tuple[tuple[ContextVar[Any], Token[Any]], ...] = ()
-        self._handed_off = handed_off
-        self._mapping_id = 0
+        self._var_tokens: list[tuple[ContextVar[Any], Token[Any]]] | None = None
 
     def __enter__(self) -> Context:
-        mapping = super().__enter__()
-        if self._var_values:
-            self._var_tokens = tuple([(var, var.set(value)) for var, value in self._var_values])
-        if self._handed_off:
-            self._mapping_id = id(mapping)
-            handed_off.add(self._mapping_id)
+        mapping = scope.__enter__(self)
+        for var, value in self._var_values:
+            if var.get(_UNSET) is not value:  # usually none differs: nothing to set back
+                if self._var_tokens is None:
+                    self._var_tokens = []
+                self._var_tokens.append((var, var.set(value)))
         return mapping
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._handed_off:
-            handed_off.discard(self._mapping_id)
-        for var, token in reversed(self._var_tokens):
-            var.reset(token)
-        self._var_tokens = ()
-        super().__exit__(*exc_info)
+        if self._var_tokens is not None:
+            for var, token in reversed(self._var_tokens):
+                var.reset(token)
+            self._var_tokens = None
+        scope.__exit__(self, *exc_info)
 
 
 def detach() -> scope:
@@ -127,7 +134,7 @@ def detach() -> scope:
     starts a background task (a connection pool, a client's reader), when it cannot move to
     start-up. The block's own writes stay in the block; the request's context is back after it.
     """
-    return _Unit(_detached_values(), tuple(_unit_vars), handed_off=False)
+    return _Unit(_detached_values(), dict, tuple(_unit_vars))
 
 
 class Captured:
@@ -138,11 +145,16 @@ class Captured:
     their context with ``JobPropagation``.
     """
 
-    __slots__ = ("_immutable", "_values", "_vars")
+    __slots__ = ("_copy", "_values", "_vars")
 
-    def __init__(self, values: dict[str, Any], immutable: bool, var_values: VarValues) -> None:
+    def __init__(
+        self,
+        values: dict[str, Any],
+        copy: Callable[[Mapping[str, Any]], Context],
+        var_values: VarValues,
+    ) -> None:
         self._values = values
-        self._immutable = immutable
+        self._copy = copy
         self._vars = var_values
 
     @property
@@ -152,8 +164,7 @@ class Captured:
 
     def activate(self) -> scope:
         """A block running under a fresh copy of the captured context (its writes stay in it)."""
-        values = self._values if self._immutable else snapshot(self._values)
-        return _Unit(values, self._vars, handed_off=True)
+        return _Unit(self._values, self._copy, self._vars)
 
     def __reduce__(self) -> Any:
         raise TypeError(
@@ -170,7 +181,11 @@ def capture() -> Captured:
     ``copying_task_factory`` copies), to hand to a long-lived worker with the work."""
     current = current_mapping.get(None)
     values = {} if current is None else dict(current)
-    immutable = IMMUTABLE_TYPES.issuperset(map(type, values.values()))
-    if not immutable:
-        values = snapshot(values)
-    return Captured(values, immutable, tuple([(var, var.get(empty)) for var, empty in _unit_vars]))
+    values[keys.HANDED_OFF] = True
+    copy: Callable[[Mapping[str, Any]], Context] = dict
+    if not IMMUTABLE_TYPES.issuperset(map(type, values.values())):
+        values, copy = snapshot(values), snapshot
+    var_values: VarValues = ()
+    for var, empty in _unit_vars:
+        var_values += ((var, var.get(empty)),)
+    return Captured(values, copy, var_values)

@@ -3,13 +3,13 @@
 A sweep, every quarter of the threshold, looks at the loop's tasks; nothing runs per request.
 A task is stamped by a unit when its context holds that unit's ``REQUEST_ID`` (detached work
 and start-up tasks hold none, so they are never reported, nor is a ``captured.activate()``
-block, work handed off on purpose). A detector watches either requests or jobs (a job's
-mapping holds ``JOB_ID``). A request is in flight while one of its tasks is awaiting, at any
-depth, one of ``unit_codes`` (the middleware's ``__call__``); a job while its ``JobScope`` has
-its unit in ``open_units``. The first sweep that finds a unit not in flight marks it finished,
-and a stamped task still running ``seconds`` later is reported, once per coroutine function.
-What it keeps is bounded: the open jobs, the finished units that still have tasks, and at most
-``MAX_REPORTED`` coroutine functions.
+block, work handed off on purpose, which holds ``HANDED_OFF``). A detector watches either
+requests or jobs (a job's mapping holds ``JOB_ID``). A request is in flight while one of its
+tasks is awaiting, at any depth, one of ``unit_codes`` (the middleware's ``__call__``); a job
+while its ``JobScope`` has its unit in ``open_units``. The first sweep that finds a unit not in
+flight marks it finished, and a stamped task still running ``seconds`` later is reported, once
+per coroutine function. What it keeps is bounded: the open jobs, the finished units that still
+have tasks, and at most ``MAX_REPORTED`` coroutine functions.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from types import CodeType
 from typing import Any
 
 from .. import keys
-from .detach import handed_off
 from .emit import logger
 from .store import current_mapping
 
@@ -119,7 +118,7 @@ class OutlivingTaskDetector:
                 mapping is None
                 or mapping.get(keys.REQUEST_ID) is None
                 or (keys.JOB_ID in mapping) is not self._jobs
-                or id(mapping) in handed_off
+                or keys.HANDED_OFF in mapping
             ):
                 continue
             unit = unit_of(mapping)

@@ -186,6 +186,9 @@ class scope(SyncOrAsync[Context]):  # noqa: N801 - used like contextlib's lower-
 
     __slots__ = ("_initial", "_previous_attr", "_task", "_token", "_untasked_token")
 
+    _seed: Callable[[Mapping[str, Any]], Context] = dict
+    """What makes the block's mapping from ``_initial`` (a subclass may mark it as its own)."""
+
     def __init__(self, initial: Mapping[str, Any] | None = None, /, **values: Any) -> None:
         self._initial = {**(initial or {}), **values}
         if "request_id" in values:  # the log field's name: meant as the request ID
@@ -203,7 +206,7 @@ class scope(SyncOrAsync[Context]):  # noqa: N801 - used like contextlib's lower-
     def __enter__(self) -> Context:
         if self._token is not None:
             raise RuntimeError("this aioreqctx.scope is already open; create a new one per use")
-        mapping: Context = dict(self._initial)
+        mapping = self._seed(self._initial)
         self._token = current_mapping.set(mapping)
         self._task = running_task()
         if self._task is not None:
