@@ -220,6 +220,7 @@ def test_the_first_add_metadata_reaches_a_chainmap_childs_log_lines(
         child_has_logged, metadata_added = asyncio.Event(), asyncio.Event()
 
         async def child() -> None:
+            context.set("step", "child")  # from its first write the child reads its own layer
             child_mappings.append(current_mapping.get())
             log_both("child before")
             child_has_logged.set()

@@ -23,7 +23,15 @@ from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 
 from . import inheritance
 from .inheritance import Inherit
-from .store import Context, current_mapping, current_task_of, handoff, own_mapping
+from .snapshot import flat_copy
+from .store import (
+    Context,
+    LentSnapshot,
+    current_mapping,
+    current_task_of,
+    handoff,
+    own_mapping,
+)
 
 EAGER_TASKS_SUPPORTED = sys.version_info >= (3, 12)
 """Whether ``task_factory_for(..., eager=True)`` can start tasks eagerly (Python 3.12+)."""
@@ -56,6 +64,7 @@ _NOTHING_GIVEN = ({"context": None}, {"context": None, "eager_start": None})
 _dispatchers: set[CodeType] = set()
 _Task = asyncio.Task
 _share = inheritance.share
+_copy_of = inheritance.copy_of
 
 
 class _Inherit:
@@ -119,14 +128,23 @@ def spawn(
         except AttributeError:  # no task, or one that only inherited its mapping
             owned = False
         if not owned:
+            own: Context | None = getattr(parent_task, "context", None)
+            lent = type(parent) is LentSnapshot and inherit is _copy_of
+            if lent and type(own) is dict and parent == own:  # what earlier children read: this too
+                return _lazy_task(loop, coro, dict(own))
             resolved = _parent_mapping(parent_task, coro)
             if resolved is INHERIT:
                 return _Task(coro, loop=loop)
             parent = resolved  # type: ignore[assignment]
-        if inherit is _share and parent is not None:  # the child inherits it with the Context
-            task = _Task(coro, loop=loop)
-            task.context = parent  # type: ignore[attr-defined]
-            return task
+        if parent is None or inherit is not _copy_of:
+            # Sharing, a layer over the parent or a fresh mapping: until its first write the child
+            # reads the same values from the Context it inherits, so nothing needs binding there.
+            return _lazy_task(loop, coro, inherit(parent))
+        if type(parent) is dict and (copied := flat_copy(parent)) is not None:
+            # The parent's Context holds a frozen copy from now until the parent's next write, and
+            # every child made meanwhile reads it: one binding for them all, none per child.
+            current_mapping.set(LentSnapshot(copied))
+            return _lazy_task(loop, coro, copied)
         mapping = inherit(parent)
         token = current_mapping.set(mapping)
         try:
@@ -143,6 +161,16 @@ def spawn(
 def _close(coro: object) -> None:
     if asyncio.iscoroutine(coro):
         coro.close()
+
+
+def _lazy_task(
+    loop: asyncio.AbstractEventLoop, coro: CoroutineLike[T], mapping: Context
+) -> asyncio.Future[T]:
+    """A task that owns ``mapping`` and binds it in its Context at its first write
+    (``aioreqctx.set`` and ``store.task_mapping`` do), not before."""
+    task = _Task(coro, loop=loop)
+    task.context = mapping  # type: ignore[attr-defined]
+    return task
 
 
 def _spawn_with_options(

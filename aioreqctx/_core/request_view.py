@@ -18,7 +18,7 @@ from .. import keys
 from .emit import EventSink, event_sink
 from .jsonsafe import JsonValue, json_safe, safe_text
 from .layered import note_write
-from .store import Context, current_mapping
+from .store import Context, task_mapping
 from .timing import OperationTimings
 
 REQUESTS_LOGGER = "aioreqctx.requests"
@@ -43,7 +43,7 @@ class RequestContext:
     @classmethod
     def current(cls, *, logger: logging.Logger | str | Any = None) -> RequestContext | None:
         """The running request's context, or None outside one (or in a scope with no ID)."""
-        mapping = current_mapping.get(None)
+        mapping = task_mapping()
         if mapping is None or keys.REQUEST_ID not in mapping:
             return None
         return cls(mapping, logger=logger)

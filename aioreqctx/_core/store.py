@@ -69,12 +69,24 @@ def get(key: str, default: Any = None) -> Any:
 def _get_assigned(key: str, default: Any) -> Any:
     """A miss may mean the program assigned ``task.context`` (aiotask-context's way to seed a
     task), which no ContextVar sees: take that mapping over and read it."""
+    mapping = task_mapping()
+    return default if mapping is None else mapping.get(key, default)
+
+
+def task_mapping() -> Context | None:
+    """The mapping of the running unit of work, for code that keeps it and writes into it.
+
+    A task with a mapping of its own that its Context does not hold yet (a factory's child
+    still reading its parent's values, a mapping assigned to ``task.context``) takes it over
+    now; otherwise this is the mapping ``get`` reads.
+    """
+    visible = current_mapping.get(None)
     task = running_task()
-    owned = getattr(task, "context", None)
-    if owned is None or owned is current_mapping.get(None):
-        return default
+    owned: Context | None = None if task is None else _context_attribute(task)
+    if owned is None or owned is visible:
+        return visible
     current_mapping.set(owned)
-    return owned.get(key, default)
+    return owned
 
 
 def set(key: str, value: Any) -> None:  # noqa: A001 - the aiotask-context name
@@ -101,6 +113,18 @@ def clear() -> None:
     mapping = _writable_mapping("(clear)")
     mapping.clear()
     note_write(mapping)
+
+
+class LentSnapshot(dict[str, Any]):
+    """What a task's Context holds after ``copying_task_factory`` spawned from it: a copy of the
+    task's own mapping (immutable values only) that its children read until they write.
+
+    Children made then all inherit this one binding instead of each getting a Context that holds
+    its own copy (two more objects per task for the garbage collector to walk). The task's own
+    writes through aioreqctx first rebind its own mapping, so the snapshot never changes.
+    """
+
+    __slots__ = ()
 
 
 class _Handoff(threading.local):
