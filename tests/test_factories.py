@@ -477,3 +477,37 @@ def test_a_lazily_bound_child_writes_request_metadata_into_its_own_mapping(
 
     expected = {"by": "child"} if factory_name == "task_factory" else {}
     assert run(loop_factory, main, FACTORIES[factory_name]) == expected
+
+
+def test_untasked_writes_after_a_copying_spawn_reach_neither_the_children_nor_the_request(
+    loop_factory: LoopFactory,
+) -> None:
+    """After a spawn the parent's Context holds the frozen copy its children read, and a thread
+    or loop callback the parent starts inherits that Context: their writes must go to a private
+    copy. A thread started through ``aioreqctx.run_in_executor`` writes into the request's own
+    mapping (its documented contract), which the children made earlier still do not see."""
+
+    async def child(release: asyncio.Event) -> Any:
+        await release.wait()
+        return context.get("step")
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        loop = asyncio.get_running_loop()
+        release = asyncio.Event()
+        async with context.scope(request_id="r1"):
+            context.set("step", 1)
+            early = asyncio.create_task(child(release))
+            await asyncio.to_thread(context.set, "step", "to_thread")
+            called = loop.create_future()
+            loop.call_soon(lambda: (context.set("step", "call_soon"), called.set_result(None)))
+            await called
+            untasked = [context.get("step"), asyncio.create_task(child(release))]
+            await context.run_in_executor(None, context.set, "step", "helper")
+            late = asyncio.create_task(child(release))
+            release.set()
+            seen = [await early, await untasked.pop(), await late]
+            return seen, [*untasked, context.get("step")]
+
+    children, request = run(loop_factory, main, context.copying_task_factory)
+    assert children == [1, 1, "helper"]
+    assert request == [1, "helper"]
