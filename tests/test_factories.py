@@ -498,8 +498,13 @@ def test_untasked_writes_after_a_copying_spawn_reach_neither_the_children_nor_th
             context.set("step", 1)
             early = asyncio.create_task(child(release))
             await asyncio.to_thread(context.set, "step", "to_thread")
-            called = loop.create_future()
-            loop.call_soon(lambda: (context.set("step", "call_soon"), called.set_result(None)))
+            called: asyncio.Future[None] = loop.create_future()
+
+            def callback() -> None:
+                context.set("step", "call_soon")
+                called.set_result(None)
+
+            loop.call_soon(callback)
             await called
             untasked = [context.get("step"), asyncio.create_task(child(release))]
             await context.run_in_executor(None, context.set, "step", "helper")

@@ -11,14 +11,17 @@ as ``structlog.contextvars`` does) keeps ``get`` at a single ContextVar lookup a
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 from collections.abc import Callable, Mapping, MutableMapping
 from contextvars import ContextVar, Token
+from threading import get_ident
 from types import MappingProxyType
 from typing import Any
 
 from .. import keys
+from .layered import _lineage_of_root as lineages
 from .layered import note_write
 from .snapshot import snapshot
 from .sync_or_async import SyncOrAsync
@@ -49,12 +52,44 @@ else:  # 3.11's current_task() is Python around this dict; reading it directly i
     current_task_of = getattr(asyncio.tasks, "_current_tasks").get  # noqa: B009
 
 
-_get_running_loop = asyncio._get_running_loop
+class _NoLoop:
+    _thread_id = None
+
+
+cached_loop: Any = _NoLoop
+"""The asyncio loop ``running_loop`` last found, read inline by ``set``; see ``running_loop``."""
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """``asyncio._get_running_loop()``, answered from ``cached_loop`` while that one runs here.
+
+    3.11's C lookup calls getpid() on every call (140-190 ns, most of what ``set`` cost there),
+    so that a forked child never sees its parent's loop. An asyncio loop records the thread
+    running it in ``_thread_id`` (the one private attribute used, and only here and in ``set``)
+    from the start of ``run_forever`` to its end: while that is this thread, it is this thread's
+    running loop. A fork empties the cache (the child's thread keeps its ident). Other loops
+    (uvloop's) keep their thread private and take the lookup each time.
+    """
+    global cached_loop
+    loop = cached_loop
+    if loop._thread_id == get_ident():
+        return loop  # type: ignore[no-any-return]
+    loop = asyncio._get_running_loop()
+    cached_loop = loop if isinstance(loop, asyncio.BaseEventLoop) else _NoLoop
+    return loop
+
+
+def _forget_loop() -> None:
+    global cached_loop
+    cached_loop = _NoLoop
+
+
+os.register_at_fork(after_in_child=_forget_loop)
 
 
 def running_task() -> asyncio.Task[Any] | None:
     """The task running in this thread, or None (no loop, or a plain callback)."""
-    loop = _get_running_loop()
+    loop = running_loop()
     return None if loop is None else current_task_of(loop)
 
 
@@ -98,14 +133,18 @@ def set(key: str, value: Any) -> None:  # noqa: A001 - the aiotask-context name
     """
     # The common case inline (the running task owns the mapping it sees): set runs in hot code.
     mapping = current_mapping.get(None)
+    loop = cached_loop  # running_loop() inline
+    if loop._thread_id != get_ident():
+        loop = running_loop()
     try:
-        owned = current_task_of(_get_running_loop()).context is mapping  # type: ignore[arg-type, union-attr]
+        owned = current_task_of(loop).context is mapping  # type: ignore[union-attr]
     except (AttributeError, RuntimeError):  # no loop, no task, or a mapping only inherited
         owned = False
     if mapping is None or not owned:
         mapping = _writable_mapping(key)
     mapping[key] = value
-    note_write(mapping)
+    if lineages:  # no ChainMap anywhere: no call
+        note_write(mapping)
 
 
 def clear() -> None:
