@@ -27,7 +27,6 @@ CORE = {
     "snapshot",
     "layered",
     "factories",
-    "inheritance",
     "threads",
     "dual",
     "sync_or_async",
@@ -38,7 +37,6 @@ CORE = {
     "timing",
     "request_view",
     "jobs",
-    "serving_loop",
     "lazy",
     "keys",
 }

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import aioreqctx as context
 from aioreqctx import LayeredContext, keys
-from aioreqctx._core import inheritance, layered
+from aioreqctx._core import factories, layered
 from aioreqctx._core.store import current_mapping, untasked_writes
 
 from .conftest import LoopFactory, run
@@ -55,7 +55,7 @@ def in_context_of(mapping: dict[str, Any], write: Callable[..., None], *args: An
 
 def layer_over(parent: dict[str, Any] | LayeredContext) -> LayeredContext:
     """What chainmap_task_factory gives a child of a task whose mapping is ``parent``."""
-    layer = inheritance.layer_over(parent)
+    layer = factories.layer_over(parent)
     assert isinstance(layer, LayeredContext)
     return layer
 
