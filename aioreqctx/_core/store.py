@@ -57,26 +57,43 @@ class _NoLoop:
 
 
 cached_loop: Any = _NoLoop
-"""The asyncio loop ``running_loop`` last found, read inline by ``set``; see ``running_loop``."""
+"""3.11: the asyncio loop last found running, read inline by ``set``; see ``running_loop``."""
+
+CACHING_LOOPS = sys.version_info < (3, 12)
+"""3.11's C lookup calls getpid() on every call (140-190 ns, most of what ``set`` cost there),
+so that a forked child never sees its parent's loop; from 3.12 on it is a cheap read."""
+
+_BaseEventLoop = asyncio.BaseEventLoop
+_lookup = asyncio._get_running_loop
+_other_loop: object = None
+
+
+def _find_loop() -> asyncio.AbstractEventLoop | None:
+    """The C lookup, its answer cached when it is an asyncio loop (3.11). Other loops (uvloop's)
+    keep their thread private: they take the lookup each time, and skip the type test after
+    the first."""
+    global cached_loop, _other_loop
+    loop = _lookup()
+    if loop is not _other_loop and loop is not None:
+        if isinstance(loop, _BaseEventLoop):
+            cached_loop = loop
+        else:
+            _other_loop = loop
+    return loop
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
-    """``asyncio._get_running_loop()``, answered from ``cached_loop`` while that one runs here.
+    """``asyncio._get_running_loop()``, on 3.11 answered from ``cached_loop`` while it runs here.
 
-    3.11's C lookup calls getpid() on every call (140-190 ns, most of what ``set`` cost there),
-    so that a forked child never sees its parent's loop. An asyncio loop records the thread
-    running it in ``_thread_id`` (the one private attribute used, and only here and in ``set``)
-    from the start of ``run_forever`` to its end: while that is this thread, it is this thread's
-    running loop. A fork empties the cache (the child's thread keeps its ident). Other loops
-    (uvloop's) keep their thread private and take the lookup each time.
+    An asyncio loop records the thread running it in ``_thread_id`` (the one private attribute
+    used, and only here and in ``set``) from the start of ``run_forever`` to its end: while that
+    is this thread, it is this thread's running loop, whichever thread cached it. A fork
+    empties the cache (the child's thread keeps its ident).
     """
-    global cached_loop
     loop = cached_loop
     if loop._thread_id == get_ident():
         return loop  # type: ignore[no-any-return]
-    loop = asyncio._get_running_loop()
-    cached_loop = loop if isinstance(loop, asyncio.BaseEventLoop) else _NoLoop
-    return loop
+    return _find_loop()
 
 
 def _forget_loop() -> None:
@@ -84,7 +101,10 @@ def _forget_loop() -> None:
     cached_loop = _NoLoop
 
 
-os.register_at_fork(after_in_child=_forget_loop)
+if not CACHING_LOOPS:
+    running_loop = _find_loop = asyncio._get_running_loop
+else:
+    os.register_at_fork(after_in_child=_forget_loop)
 
 
 def running_task() -> asyncio.Task[Any] | None:
@@ -134,8 +154,8 @@ def set(key: str, value: Any) -> None:  # noqa: A001 - the aiotask-context name
     # The common case inline (the running task owns the mapping it sees): set runs in hot code.
     mapping = current_mapping.get(None)
     loop = cached_loop  # running_loop() inline
-    if loop._thread_id != get_ident():
-        loop = running_loop()
+    if not CACHING_LOOPS or loop._thread_id != get_ident():
+        loop = _find_loop()
     try:
         owned = current_task_of(loop).context is mapping  # type: ignore[union-attr]
     except (AttributeError, RuntimeError):  # no loop, no task, or a mapping only inherited
