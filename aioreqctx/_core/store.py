@@ -163,7 +163,7 @@ def set(key: str, value: Any) -> None:  # noqa: A001 - the aiotask-context name
     if mapping is None or not owned:
         mapping = _writable_mapping(key)
     mapping[key] = value
-    if lineages:  # no ChainMap anywhere: no call
+    if lineages and id(mapping) in lineages:  # layers over this mapping: refresh their views
         note_write(mapping)
 
 
