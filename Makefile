@@ -4,7 +4,7 @@ VENV ?= .venv
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
 SOURCES := aioreqctx tests examples bench conftest.py
 
-.PHONY: lock demo serve test lint typecheck pytest test-all docs docs-serve bench bench-http bench-floors redis-server clean
+.PHONY: lock demo serve test lint typecheck pytest test-all docs docs-serve bench bench-http bench-floors redis-server postgresql clean
 
 # The dev/CI set is locked (every package, exact version and hash) in $(LOCK) by uv, which
 # also installs it: `make lock` refreshes the lock after a change to pyproject.toml.
@@ -43,7 +43,7 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy --strict $(SOURCES)
 
-pytest: $(VENV)/.installed redis-server
+pytest: $(VENV)/.installed redis-server postgresql
 	$(VENV)/bin/pytest
 
 # pytest on every CPython 3.11+ that pyenv has, each in its own .venv-<version>.
@@ -62,12 +62,12 @@ docs: $(VENV)/.installed
 docs-serve: $(VENV)/.installed
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --strict --dev-addr 127.0.0.1:8000
 
-# tests/test_sentry.py against the lowest sentry-sdk the range allows (requirements/sentry2.txt)
+# tests/integrations/test_sentry.py against the lowest sentry-sdk the range allows (requirements/sentry2.txt)
 # in .venv-sentry2: the locked set has sentry-sdk 3, whose tests `make pytest` runs.
 test-sentry2:
 	$(MAKE) --no-print-directory .venv-sentry2/.installed VENV=.venv-sentry2
 	.venv-sentry2/bin/uv pip install --quiet --python .venv-sentry2/bin/python -r requirements/sentry2.txt
-	.venv-sentry2/bin/pytest -q -p no:cacheprovider tests/test_sentry.py
+	.venv-sentry2/bin/pytest -q -p no:cacheprovider tests/integrations/test_sentry.py
 
 # One benchmark after the other, never in parallel (even under make -j): they share the cores.
 bench: $(VENV)/.installed
@@ -75,12 +75,14 @@ bench: $(VENV)/.installed
 	$(MAKE) --no-print-directory bench-http
 
 # Programs from Debian's packages, installed on first use with apt-get (sudo unless root):
-# $(call debian-package,PACKAGE,WHAT NEEDS IT,ELSE) runs ELSE after one line where there is no
-# apt-get. redis-server (the job tests, the docs' job examples, the demo's job scenario): without
-# it those skip, each saying how to install it (CI fails instead); wrk and valgrind: the benches.
+# $(call debian-package,PACKAGE,WHAT NEEDS IT,ELSE[,PROBE]) runs ELSE after one line where there
+# is no apt-get; PROBE (default: the command PACKAGE on PATH) tells whether it is there.
+# redis-server (the job tests, the docs' job examples, the demo's job scenario) and postgresql
+# (the asyncpg tests; they start their own server): without them those tests skip, each saying
+# how to install it (CI fails instead); wrk and valgrind: the benches.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 define debian-package
-@command -v $(1) >/dev/null || if command -v apt-get >/dev/null; then \
+@$(or $(4),command -v $(1)) >/dev/null 2>&1 || if command -v apt-get >/dev/null; then \
   echo "installing $(1) from Debian's packages (apt-get install $(1)) for $(2)"; \
   $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(1) >/dev/null; \
 else echo "no apt-get here: install $(1) with your package manager for $(2)"; $(3); fi
@@ -88,6 +90,9 @@ endef
 
 redis-server:
 	$(call debian-package,redis-server,the job tests and the demo's job scenario,true)
+
+postgresql:
+	$(call debian-package,postgresql,the asyncpg tests,true,ls /usr/lib/postgresql/*/bin/initdb)
 
 bench-http: $(VENV)/.installed
 	$(call debian-package,wrk,bench/http_middleware.py,exit 1)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from . import keys
 from ._core.deadline import remaining_time
+from ._core.detach import Captured, capture, detach, detached
 from ._core.factories import (
     TaskFactory,
     chainmap_task_factory,
@@ -24,14 +25,14 @@ from ._core.factories import (
     task_factory_for,
 )
 from ._core.ids import is_safe_request_id, is_valid_request_id, new_request_id
-from ._core.jobs import unit_of_work
 from ._core.layered import LayeredContext
 from ._core.lazy import lazy_names
 from ._core.options import OptionError
-from ._core.request_view import RequestContext
+from ._core.pool import IsolatedThreadPoolExecutor
 from ._core.store import NO_LOOP_EXCEPTION_MSG, Context, clear, get, scope, set  # noqa: A004
 from ._core.threads import bind_context, run_in_executor
 from ._core.timing import OperationTimings, elapsed_ms, timed_operation
+from ._core.unit_of_work import RequestContext, unit_of_work
 from .compat import (
     PY37,
     asyncio_current_task,
@@ -93,6 +94,12 @@ __all__ = (  # noqa: RUF022 - grouped by layer, sorted within a group
     "run_in_executor",
     "task_factory",
     "task_factory_for",
+    # Work that outlives its request: detached tasks, hand-off to long-lived workers, pools.
+    "Captured",
+    "IsolatedThreadPoolExecutor",
+    "capture",
+    "detach",
+    "detached",
     # A unit of work: an HTTP request, a job, a CLI command; its ID, timings and deadline.
     "OperationTimings",
     "RequestContext",

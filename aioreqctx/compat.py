@@ -7,17 +7,17 @@ the three task factories, ``task_factory_for`` and ``LayeredContext``.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ._core import emit
 from ._core.factories import CoroutineLike, copy_of, layer_over, share, spawn
 from ._core.store import Context
 
 PY37 = True
 """Always true: aiotask-context used it to pick an asyncio API; aioreqctx needs 3.11+."""
 
-logger = logging.getLogger("aioreqctx")
+logger = emit.logger
 """The ``aioreqctx`` logger, where the library's own warnings go (aiotask-context had one too)."""
 
 T = TypeVar("T")

@@ -21,7 +21,7 @@ import pytest
 
 from ._core.snapshot import snapshot
 from ._core.store import current_mapping
-from .log.logging_context import pushed_layer
+from .log.fields import pushed_layer
 from .testing import CapturedLogs, RequestIdCheck, capture_logs
 
 

@@ -99,7 +99,7 @@ from sentry_sdk.transport import Transport
 from tasks import Bound, expected, render, target  # bench/tasks.py: a script sees its folder
 
 import aioreqctx
-from aioreqctx._core.request_view import REQUESTS_LOGGER
+from aioreqctx._core.emit import REQUESTS_LOGGER
 
 HOST = "127.0.0.1"
 KEY = "X-Request-ID"

@@ -36,6 +36,7 @@ CORE = {
     "id_callbacks",
     "timing",
     "request_view",
+    "unit_of_work",
     "jobs",
     "lazy",
     "keys",
@@ -72,7 +73,8 @@ def one_run(code: str, startup: set[str]) -> tuple[int, int, int, int]:
             total += cumulative_us
         parts = dotted.split(".")
         heavy += parts[0] in {"aiohttp", "structlog"}
-        if parts[0] == "aioreqctx" and parts[-1] in CORE and "integrations" not in parts:
+        upper = {"integrations", "propagation"}.intersection(parts)  # their jobs.py is no core
+        if parts[0] == "aioreqctx" and parts[-1] in CORE and not upper:
             core += self_us
     return total, modules, heavy, core
 

@@ -34,11 +34,12 @@ from tasks import render
 
 import aioreqctx
 from aioreqctx import keys
-from aioreqctx._core.request_view import REQUESTS_LOGGER
+from aioreqctx._core.emit import REQUESTS_LOGGER
 from aioreqctx._core.store import current_mapping, enter
-from aioreqctx._core.timing import OperationTimings, server_timing_header
+from aioreqctx._core.timing import OperationTimings
 from aioreqctx.web.middleware import CONTEXT_MAPPING, OWN_RECORD
 from aioreqctx.web.server_events import ServerEvents
+from aioreqctx.web.server_timing import server_timing_header
 
 KEY = istr(keys.REQUEST_ID)
 RID, START, WALL, OPS = keys.REQUEST_ID, keys.START_MONOTONIC, keys.START_TIME, keys.OPERATIONS

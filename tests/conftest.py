@@ -11,7 +11,9 @@ import uvloop
 
 import aioreqctx as context
 
-__all__ = ["LoopFactory", "run"]
+from .support.postgres_server import postgres_server
+
+__all__ = ["LoopFactory", "postgres_server", "run"]
 
 T = TypeVar("T")
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]

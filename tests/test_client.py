@@ -14,7 +14,7 @@ import aioreqctx as context
 from aioreqctx.web.observers import RequestObserver
 
 from .conftest import FACTORIES, LoopFactory, run
-from .http_helpers import serving
+from .support.http_helpers import serving
 
 SESSION: web.AppKey[ClientSession] = web.AppKey("session")
 BACKEND: web.AppKey[str] = web.AppKey("backend")

@@ -16,8 +16,8 @@ import aioreqctx as context
 from aioreqctx._core.deadline import format_deadline, parse_deadline
 
 from .conftest import LoopFactory, run
-from .http_helpers import serving
-from .log_capture import capture
+from .support.http_helpers import serving
+from .support.log_capture import capture
 from .test_client import BACKEND, SESSION, backend_app, gateway_app, seen_by_backend
 
 RELEASE: web.AppKey[asyncio.Event] = web.AppKey("release")

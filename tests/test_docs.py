@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .docs_blocks import DOC_FILES, DOCS, ROOT
+from .support.docs_blocks import DOC_FILES, DOCS, ROOT
 
 
 def test_pytest_collects_the_readme_and_the_docs(pytestconfig: pytest.Config) -> None:

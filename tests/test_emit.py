@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import io
 import logging
+import re
+from pathlib import Path
 
 import pytest
 import structlog
 
 import aioreqctx
+from aioreqctx._core import emit
 from aioreqctx._core.emit import event_sink, logfmt_value
 
-from .log_capture import ListHandler, attached
+from .support.log_capture import ListHandler, attached
 
 
 class Unprintable:
@@ -77,3 +80,27 @@ def test_stdlib_event_with_a_record_factory_that_adds_the_same_field() -> None:
         uninstall()
     assert handler.lines == ["r-1 access request_id=r-1"]
     assert handler.records[0].event_fields == {"request_id": "r-1"}  # type: ignore[attr-defined]
+
+
+def test_the_logging_guide_lists_every_logger_aioreqctx_writes_to() -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "logging.md").read_text()
+    listed = re.findall(r"^\| `(aioreqctx[a-z.]*)` \|", page, flags=re.MULTILINE)
+    table = [
+        emit.logger.name,
+        emit.REQUESTS_LOGGER,
+        emit.JOBS_LOGGER,
+        emit.REGISTRY_LOGGER,
+        emit.OPERATIONS_LOGGER,
+        emit.LIFECYCLE_LOGGER,
+        emit.SQL_LOGGER,
+    ]
+    assert listed == table
+    sources = (Path(__file__).resolve().parent.parent / "aioreqctx").rglob("*.py")
+    # Outside the table no module names one of aioreqctx's loggers (the one allowed here is
+    # in a module another branch is rewriting at the time of writing).
+    elsewhere = {
+        path.name
+        for path in sources
+        if path.name != "emit.py" and re.search(r'getLogger\("aioreqctx', path.read_text())
+    }
+    assert elsewhere <= {"snapshot.py"}

@@ -15,8 +15,8 @@ from aiohttp import ClientSession, web
 import aioreqctx as context
 
 from .conftest import LoopFactory, run
-from .http_helpers import get_request, raw_exchange, serving
-from .log_capture import ListHandler, attached, capture
+from .support.http_helpers import get_request, raw_exchange, serving
+from .support.log_capture import ListHandler, attached, capture
 
 
 def _is_uuid4(value: str | None) -> bool:

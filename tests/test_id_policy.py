@@ -17,7 +17,7 @@ import aioreqctx as context
 from aioreqctx._core.ids import ESCAPED_LIMIT
 
 from .conftest import FACTORIES, LoopFactory, run
-from .http_helpers import RawResponse, get_request, raw_exchange, serving
+from .support.http_helpers import RawResponse, get_request, raw_exchange, serving
 
 
 async def report(request: web.Request) -> web.Response:

@@ -22,7 +22,7 @@ import aioreqctx as context
 from aioreqctx._core.factories import EAGER_TASKS_SUPPORTED
 
 from .conftest import FACTORIES, LoopFactory, run
-from .http_helpers import get_request, raw_exchange, serving
+from .support.http_helpers import get_request, raw_exchange, serving
 
 needs_eager = pytest.mark.skipif(
     not EAGER_TASKS_SUPPORTED, reason="eager tasks exist from Python 3.12"

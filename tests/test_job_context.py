@@ -25,7 +25,7 @@ from aioreqctx.propagation.jobs import (
 )
 
 from .conftest import LoopFactory, run
-from .log_capture import ListHandler, attached, capture
+from .support.log_capture import ListHandler, attached, capture
 
 PROPAGATION = JobPropagation(context_keys=("tenant",), carry_deadline=True)
 

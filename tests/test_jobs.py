@@ -12,7 +12,7 @@ import aioreqctx as context
 from aioreqctx import keys
 
 from .conftest import LoopFactory, run
-from .log_capture import capture
+from .support.log_capture import capture
 
 
 def test_jobs_nest_and_restore_the_previous_context(loop_factory: LoopFactory) -> None:

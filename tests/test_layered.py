@@ -24,8 +24,8 @@ from aioreqctx._core import factories, layered
 from aioreqctx._core.store import current_mapping, untasked_writes
 
 from .conftest import LoopFactory, run
-from .http_helpers import serving
-from .log_capture import ListHandler, attached
+from .support.http_helpers import serving
+from .support.log_capture import ListHandler, attached
 
 KEYS = st.sampled_from(["a", "b", "c", "d"])
 OPS = st.lists(

@@ -22,7 +22,6 @@ LAYERS = {
     "keys": "keys",
     "log": "log",
     "events": "events",
-    "_collectors": "events",
     "propagation": "propagation",
     "web": "web",
     "integrations": "integrations",
@@ -83,8 +82,8 @@ def test_log_events_and_propagation_never_load_the_server(part: str) -> None:
         assert under(loaded, "aiohttp") == []
 
 
-def test_the_logging_face_loads_structlog_only_for_its_processors() -> None:
-    names = [m for m in modules_of("log") if not m.endswith(".processors")]
+def test_the_logging_face_loads_structlog_only_for_its_structlog_modules() -> None:
+    names = [m for m in modules_of("log") if not m.endswith((".processors", ".structlog_buffer"))]
     assert under(loaded_by(*names), "structlog") == []
 
 

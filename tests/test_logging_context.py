@@ -17,8 +17,8 @@ from aiohttp import web
 import aioreqctx as context
 
 from .conftest import LoopFactory, run
-from .http_helpers import get_request, raw_exchange, serving
-from .log_capture import ListHandler, attached
+from .support.http_helpers import get_request, raw_exchange, serving
+from .support.log_capture import ListHandler, attached
 
 CONCURRENT = 200
 

@@ -12,7 +12,7 @@ import aioreqctx as context
 from aioreqctx._core.options import RULES, OptionError, is_header_name
 
 from .conftest import LoopFactory, run
-from .http_helpers import serving
+from .support.http_helpers import serving
 
 TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 

@@ -35,6 +35,12 @@ TOP_LEVEL = (
     "run_in_executor",
     "task_factory",
     "task_factory_for",
+    # Work that outlives its request.
+    "Captured",
+    "IsolatedThreadPoolExecutor",
+    "capture",
+    "detach",
+    "detached",
     # A unit of work.
     "OperationTimings",
     "RequestContext",
@@ -97,13 +103,19 @@ NAMESPACES = {
         "from_loopback",
         "header_token",
         "level_for_status",
+        "message_scope",
+        "messages",
         "request_id_middleware",
         "setup",
     },
     "aioreqctx.log": {
+        "DebugOnDemand",
+        "LogBuffer",
         "RequestContextFilter",
         "add_event_fields",
         "add_request_context",
+        "buffering_bound_logger",
+        "filter_by_level_or_buffer",
         "format_exception",
         "install_log_record_factory",
         "log_context",
@@ -175,7 +187,7 @@ def test_namespaces_are_reachable_as_attributes_after_a_plain_import() -> None:
         check=True,
     )
     assert result.stdout.split() == [
-        "aioreqctx.log.tracebacks",
+        "aioreqctx.log.stdlib",
         "aioreqctx.events",
         "aioreqctx.propagation.jobs",
         "aioreqctx.web.app",

@@ -12,7 +12,7 @@ from aioreqctx._core.store import current_mapping
 from aioreqctx.testing import RequestIdCheck
 
 from .conftest import LoopFactory, run
-from .http_helpers import serving
+from .support.http_helpers import serving
 
 INI = """
 [pytest]

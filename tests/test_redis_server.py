@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from .redis_fixtures import INSTALL_HINT
+from .support.redis_fixtures import INSTALL_HINT
 
 
 def test_the_redis_server_answers_on_loopback_and_keeps_idle_clients(redis_url: str) -> None:

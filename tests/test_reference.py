@@ -13,7 +13,7 @@ import pytest
 import aioreqctx
 import aioreqctx.integrations
 
-from .docs_blocks import DOC_FILES, ROOT
+from .support.docs_blocks import DOC_FILES, ROOT
 
 REFERENCE = ROOT / "docs" / "reference.md"
 DIRECTIVE = re.compile(r"^::: (?P<name>\S+)$", re.MULTILINE)

@@ -17,8 +17,8 @@ import aioreqctx as context
 from aioreqctx import keys
 
 from .conftest import LoopFactory, run
-from .http_helpers import get_request, raw_exchange, serving
-from .log_capture import capture
+from .support.http_helpers import get_request, raw_exchange, serving
+from .support.log_capture import capture
 
 
 def seen_here(where: str) -> dict[str, Any]:
@@ -175,3 +175,31 @@ def test_log_event_to_structlog() -> None:
     assert logs == [
         {"event": "done", "request_id": "r-2", "duration_ms": 0.0, "items": 3, "log_level": "info"}
     ]
+
+
+def test_requests_units_of_work_and_jobs_start_with_the_same_bookkeeping(
+    loop_factory: LoopFactory,
+) -> None:
+    seen: dict[str, list[str]] = {}
+
+    async def handler(request: web.Request) -> web.Response:
+        current = context.RequestContext.current()
+        assert current is not None
+        seen["request"] = list(current.mapping)
+        return web.Response()
+
+    async def main() -> None:
+        app = web.Application()
+        context.setup(app)
+        app.router.add_get("/", handler)
+        async with serving(app) as port:
+            await raw_exchange(port, get_request("/", b"X-Request-ID: same-keys"))
+
+    run(loop_factory, main)
+    with context.unit_of_work("work-1") as work:
+        seen["unit_of_work"] = list(work.mapping)
+    with context.JobPropagation().job_scope({}, job_id="j", job_name="n") as mapping:
+        seen["job"] = list(mapping)
+    start = [keys.REQUEST_ID, keys.START_MONOTONIC, keys.START_TIME, keys.OPERATIONS]
+    assert {where: found[:4] for where, found in seen.items()} == dict.fromkeys(seen, start)
+    assert set(seen) == {"request", "unit_of_work", "job"}

@@ -17,7 +17,7 @@ import aioreqctx as context
 from aioreqctx._core.factories import EAGER_TASKS_SUPPORTED, register_dispatcher
 
 from .conftest import LoopFactory, run
-from .http_helpers import serving
+from .support.http_helpers import serving
 
 SERVER = textwrap.dedent(
     """

@@ -19,9 +19,9 @@ import aioreqctx as context
 from aioreqctx import keys
 
 from .conftest import LoopFactory, run
-from .http_helpers import serving
-from .log_capture import ListHandler, attached
-from .waiting import until
+from .support.http_helpers import serving
+from .support.log_capture import ListHandler, attached
+from .support.waiting import until
 
 child = logging.getLogger("tests.app.child")
 
@@ -66,7 +66,7 @@ def configure_app_logging() -> ListHandler:
             },
             "handlers": {
                 "capture": {
-                    "()": "tests.log_capture.ListHandler",
+                    "()": "tests.support.log_capture.ListHandler",
                     "fmt": "%(request_id)s %(user_id)s %(name)s %(message)s",
                     "filters": ["request"],
                 }

@@ -16,7 +16,7 @@ import aioreqctx as context
 from aioreqctx._core import store
 
 from .conftest import LoopFactory, run
-from .log_capture import ListHandler, attached
+from .support.log_capture import ListHandler, attached
 
 
 def test_get_outside_any_task_returns_the_default() -> None:

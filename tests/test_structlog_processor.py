@@ -18,9 +18,9 @@ import aioreqctx as context
 from aioreqctx import keys
 
 from .conftest import LoopFactory, run
-from .http_helpers import get_request, raw_exchange, serving
-from .log_capture import attached
-from .waiting import until
+from .support.http_helpers import get_request, raw_exchange, serving
+from .support.log_capture import attached
+from .support.waiting import until
 
 
 def pure_structlog_json(stream: io.StringIO) -> None:

@@ -16,16 +16,12 @@ from aiohttp import web
 
 import aioreqctx as context
 from aioreqctx import keys
-from aioreqctx._core.timing import (
-    ENTRY_LIMIT,
-    SERVER_TIMING_ENTRIES,
-    OperationTimings,
-    server_timing_header,
-)
+from aioreqctx._core.timing import ENTRY_LIMIT, OperationTimings
+from aioreqctx.web.server_timing import SERVER_TIMING_ENTRIES, server_timing_header
 
 from .conftest import LoopFactory, run
-from .http_helpers import serving
-from .log_capture import capture
+from .support.http_helpers import serving
+from .support.log_capture import capture
 
 
 def test_timed_operation_records_into_the_current_context_in_every_form() -> None:

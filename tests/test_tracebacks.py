@@ -14,12 +14,12 @@ from aiohttp import web
 from yarl import URL
 
 import aioreqctx as context
-from aioreqctx.log.tracebacks import format_exception
+from aioreqctx.log.stdlib import format_exception
 
 from .conftest import LoopFactory, run
-from .http_helpers import serving
-from .log_capture import ListHandler, attached
-from .waiting import until
+from .support.http_helpers import serving
+from .support.log_capture import ListHandler, attached
+from .support.waiting import until
 
 FORGED = "\nINFO [admin] app.auth: login ok\u2028WARNING [-] app: \x85done"
 

@@ -1,4 +1,4 @@
-"""Write one structured event to the logger the application already uses: stdlib or structlog.
+"""Where aioreqctx writes, and what it writes there: events, error fields, JSON-safe values.
 
 Access lines, request events and lifecycle events are key/value records. A structlog logger
 gets them as keyword arguments, so its processors and renderer decide the output. A stdlib
@@ -6,6 +6,11 @@ logger gets a one-line message (``event key=value ...``, values quoted and escap
 client-controlled value cannot start a new line) and the fields as record attributes, for
 formatters that render JSON. Nothing is formatted when the level is filtered out. A field
 named ``exc_info`` (an exception) is the record's traceback, not a ``key=value`` pair.
+
+Metadata and counters are added by application code, so they can hold anything: bytes, sets,
+objects whose ``repr`` raises, structures that contain themselves. A diagnostic (a log line, the
+in-flight registry's page) must never fail because of one odd value, so ``json_safe`` gives
+every value a JSON form or, failing that, a short text that says what it was.
 """
 
 from __future__ import annotations
@@ -13,10 +18,27 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+# Every logger aioreqctx writes to, in one table (docs/logging.md lists them), as aiohttp's log.py.
+logger = logging.getLogger("aioreqctx")
+"""aioreqctx's own messages: misconfiguration, rejected input, a failing observer or callback."""
+REQUESTS_LOGGER = "aioreqctx.requests"
+"""Request events, ``unit_of_work``'s start and end, and ``RequestContext.log_event``."""
+JOBS_LOGGER = "aioreqctx.jobs"
+"""``job_started`` / ``job_finished`` from the job-queue propagation."""
+REGISTRY_LOGGER = "aioreqctx.inflight"
+"""The in-flight registry's ``inflight_stale`` warnings."""
+OPERATIONS_LOGGER = "aioreqctx.operations"
+"""``operation_finished`` (DEBUG) for each ``timed_operation``."""
+LIFECYCLE_LOGGER = "aioreqctx.lifecycle"
+"""``LoggingCollector``'s lifecycle events."""
+SQL_LOGGER = "aioreqctx.sql"
+"""The asyncpg integration's ``slow_query`` warnings."""
 
 EventSink = Callable[[int, str, Mapping[str, Any]], None]
 """``sink(level, event, fields)``: write one event at a stdlib level number."""
@@ -110,4 +132,70 @@ def reported_if_failing(what: str, *args: object) -> Iterator[None]:
     try:
         yield
     except Exception:
-        logging.getLogger("aioreqctx").exception(f"logging {what} failed", *args)
+        logger.exception(f"logging {what} failed", *args)
+
+
+def error_fields(error: BaseException, *, traceback: bool = True) -> dict[str, Any]:
+    """What an event about ``error`` carries: its type, its message (the sink escapes it) and,
+    unless told not to (a cancellation is no bug), its traceback as ``exc_info``."""
+    fields: dict[str, Any] = {"error": type(error).__name__, "error_message": safe_text(error)}
+    if traceback:
+        fields["exc_info"] = error
+    return fields
+
+
+MAX_DEPTH = 32
+MAX_TEXT = 1000
+
+JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
+
+
+def json_safe(value: Any) -> JsonValue:
+    """``value`` as plain JSON data; never raises, whatever ``value`` is."""
+    return _convert(value, set(), 0)
+
+
+def safe_text(value: Any, limit: int = MAX_TEXT) -> str:
+    """``str(value)`` (``repr`` if that fails), at most ``limit`` characters; never raises."""
+    for render in (str, repr):
+        try:
+            text = render(value)
+        except Exception:  # noqa: BLE001 - a broken __str__/__repr__ is the case handled here
+            continue
+        if isinstance(text, str):
+            text = str.__str__(text)
+            return text if len(text) <= limit else f"{text[:limit]}...(+{len(text) - limit} chars)"
+    return f"<unprintable {type(value).__qualname__}>"
+
+
+def _convert(value: Any, ancestors: set[int], depth: int) -> JsonValue:
+    # Exact types first: subclasses may override the methods this relies on.
+    kind = type(value)
+    if value is None or kind is bool or kind is str or kind is int:
+        return value  # type: ignore[no-any-return]
+    if kind is float:
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    if isinstance(value, Mapping | list | tuple | set | frozenset):
+        return _convert_container(value, ancestors, depth)
+    return safe_text(value)
+
+
+def _convert_container(value: Any, ancestors: set[int], depth: int) -> JsonValue:
+    if id(value) in ancestors:
+        return f"<cycle: {type(value).__qualname__}>"
+    if depth >= MAX_DEPTH:
+        return f"<nested deeper than {MAX_DEPTH}: {type(value).__qualname__}>"
+    ancestors.add(id(value))
+    try:
+        if isinstance(value, Mapping):
+            return {safe_text(k): _convert(v, ancestors, depth + 1) for k, v in value.items()}
+        items = [_convert(item, ancestors, depth + 1) for item in value]
+        if isinstance(value, set | frozenset):  # no order of its own: sort for stable output
+            items.sort(key=repr)
+        return items
+    except Exception:  # noqa: BLE001 - a container that fails to iterate is shown as text
+        return safe_text(value)
+    finally:
+        ancestors.discard(id(value))

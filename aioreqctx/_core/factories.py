@@ -29,6 +29,7 @@ from types import CodeType
 from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 
 from .layered import LayeredContext
+from .pool import install_default_executor
 from .snapshot import flat_copy, snapshot
 from .store import (
     Context,
@@ -336,7 +337,8 @@ def loop_factory(
     *, task_factory: TaskFactory = copying_task_factory, uvloop: bool = False
 ) -> LoopFactory:
     """A ``loop_factory`` for ``asyncio.Runner`` (and ``asyncio.run`` on 3.12+): new loops start
-    with ``task_factory``, so even the main task goes through it.
+    with ``task_factory``, so even the main task goes through it, and with an
+    ``IsolatedThreadPoolExecutor`` as their default executor.
 
     aiotask-context's ``asyncio.get_event_loop().set_task_factory(...)`` at import time sets
     the factory on a loop nobody serves from (``asyncio.run`` makes its own; on 3.14
@@ -362,6 +364,7 @@ def loop_factory(
     def new_loop_with_factory() -> asyncio.AbstractEventLoop:
         loop = new_loop()
         loop.set_task_factory(task_factory)
+        install_default_executor(loop)
         return loop
 
     return new_loop_with_factory

@@ -6,16 +6,24 @@ only 1 to 200 ASCII letters, digits and ``-_.:+/=@`` pass (UUIDs in any case, ng
 truncated. ``-`` alone is reserved: it is what log lines show for "no request". Whatever a
 custom validator or generator lets through must still pass ``is_safe_request_id``, the floor
 that keeps an ID harmless in a header and on one log line.
+
+A user's generator or validator (the middleware and ``ClientPropagation`` take them) is never
+trusted either: an ID it makes or accepts must pass the floor, a generator that raises or
+returns something else is replaced by ``new_request_id`` for that call, and a validator that
+raises or answers something other than a truth value counts as "invalid". Each misbehaving
+callback is reported once, the first time, on the ``aioreqctx`` logger (with its traceback if it
+raised): never once per request. The stock callbacks are returned unwrapped, so the default
+configuration pays nothing.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable
 
-from .jsonsafe import safe_text
+from .emit import logger, safe_text
 
 NO_REQUEST_ID = "-"
 """What log lines show for "no request"; never accepted as a request's ID."""
@@ -27,8 +35,6 @@ SAFE_ID_LIMIT = 1024
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 _ZERO_TRACE_ID = "0" * 32
 ESCAPED_LIMIT = 64
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def is_valid_request_id(value: str) -> bool:
@@ -136,38 +142,71 @@ def escaped(raw: str, limit: int = ESCAPED_LIMIT) -> str:
     return shown
 
 
-def parse_networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
-    """CIDR strings as networks; raises ValueError naming the bad entry."""
-    networks = []
-    for cidr in cidrs:
+class _ReportOnce:
+    """Logs the first misbehaviour of one callback; later ones stay silent."""
+
+    __slots__ = ("_lock", "_reported", "callback")
+
+    def __init__(self, callback: Callable[..., object]) -> None:
+        self.callback = callback
+        self._reported = False
+        self._lock = threading.Lock()
+
+    def __call__(self, problem: str, *, traceback: bool = False) -> None:
+        with self._lock:
+            if self._reported:
+                return
+            self._reported = True
+        logger.error(
+            "%r %s (reported once; later occurrences are handled the same way without a log line)",
+            self.callback,
+            problem,
+            exc_info=traceback,
+        )
+
+
+def checked_generator(generator: Callable[[], str]) -> Callable[[], str]:
+    """``generator`` whose every output is a safe ID: a UUID4 replaces anything else."""
+    if generator is new_request_id:
+        return new_request_id
+    report = _ReportOnce(generator)
+
+    def generate() -> str:
         try:
-            networks.append(ipaddress.ip_network(cidr, strict=False))
-        except ValueError as error:
-            raise ValueError(
-                f"trusted_networks: {cidr!r} is not a network; use CIDR such as '10.0.0.0/8'"
-            ) from error
-    return tuple(networks)
+            made = generator()
+        except Exception:  # noqa: BLE001 - any failure of a user's callback is handled alike
+            report("raised while making a request ID; a UUID4 is used instead", traceback=True)
+            return new_request_id()
+        if isinstance(made, str) and is_safe_request_id(made):
+            return made
+        shown = escaped(made) if isinstance(made, str) else escaped(repr(made))
+        report(f'returned "{shown}", not a safe request ID; a UUID4 is used instead')
+        return new_request_id()
+
+    return generate
 
 
-def peer_address(remote: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """A peer address (``request.remote``) as an IP address, None for none (a Unix socket).
+def checked_validator(validator: Callable[[str], bool]) -> Callable[[str], bool]:
+    """``validator`` that only ever accepts safe IDs, and treats its own failures as "no"."""
+    if validator is is_valid_request_id:
+        return validator
+    report = _ReportOnce(validator)
 
-    An IPv4-mapped IPv6 address (``::ffff:127.0.0.1``: an IPv4 peer of a dual-stack socket) is
-    the IPv4 address it stands for, so every rule on peers gives one answer on every Python
-    (3.13's ``is_loopback`` unmaps it, 3.11's and 3.12's do not).
-    """
-    if remote is None:
-        return None
-    try:
-        address = ipaddress.ip_address(remote)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+    def accepts(candidate: str) -> bool:
+        if not is_safe_request_id(candidate):
+            return False
+        try:
+            verdict: object = validator(candidate)
+        except Exception:  # noqa: BLE001 - any failure of a user's callback is handled alike
+            report(
+                "raised while checking a request ID; the ID is treated as invalid", traceback=True
+            )
+            return False
+        if verdict is None or isinstance(verdict, bool | re.Match):
+            return bool(verdict)
+        report(
+            f'returned "{escaped(repr(verdict))}", not True or False; the ID is treated as invalid'
+        )
+        return False
 
-
-def is_trusted(remote: str | None, networks: tuple[Network, ...]) -> bool:
-    """Whether a peer address (``request.remote``) is inside one of ``networks``."""
-    address = peer_address(remote)
-    return address is not None and any(address in network for network in networks)
+    return accepts

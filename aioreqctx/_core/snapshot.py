@@ -17,6 +17,7 @@ logger = logging.getLogger("aioreqctx")
 
 # Values that deep-copying would return unchanged.
 _IMMUTABLE_TYPES = frozenset({str, int, float, bool, bytes, complex, type(None)})
+IMMUTABLE_TYPES = _IMMUTABLE_TYPES
 _warned_uncopyable: set[type] = set()
 
 

@@ -1,9 +1,9 @@
 """Carry the current context into executor threads, which ``loop.run_in_executor`` does not.
 
 ``run_in_executor`` runs the function in the worker's own context: it sees no request, and any
-ContextVar it sets stays in that worker thread for the next, unrelated job (platform notes,
-pitfall 12). Both helpers here run the function in a copy of the caller's context instead, as
-``asyncio.to_thread`` does, so the thread sees the request's mapping and leaves nothing behind.
+ContextVar it sets stays in that worker thread for the next, unrelated job. Both helpers here run
+the function in a copy of the caller's context instead, as ``asyncio.to_thread`` does, so the thread
+sees the request's mapping and leaves nothing behind.
 """
 
 from __future__ import annotations

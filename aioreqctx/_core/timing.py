@@ -13,7 +13,6 @@ import contextlib
 import functools
 import inspect
 import logging
-import re
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
@@ -21,24 +20,20 @@ from time import perf_counter
 from typing import Any, ParamSpec, TypeVar
 
 from .. import keys
-from .emit import event_sink
+from .emit import OPERATIONS_LOGGER, event_sink
 from .store import current_mapping, get, running_task
 from .sync_or_async import SyncOrAsync
+from .usage import Usage
 
 P = ParamSpec("P")
 R = TypeVar("R")
-_NOT_TOKEN = re.compile(r"[^A-Za-z0-9!#$%&'*+\-.^_`|~]")
-_operation_logger = logging.getLogger("aioreqctx.operations")
+_operation_logger = logging.getLogger(OPERATIONS_LOGGER)
 _log_operation = event_sink(_operation_logger)
 _counter_lock = threading.Lock()  # counters are rare and brief: one lock for every request
 
 ENTRY_LIMIT = 1000
 """Timed operations one request keeps; later ones are only counted (``dropped``), so a
 long-running job that times a loop cannot grow without bound."""
-SERVER_TIMING_ENTRIES = 16
-"""Metrics in a ``Server-Timing`` header besides ``total``: the slowest names, the rest as one
-``other`` entry. With names cut to ``SERVER_TIMING_NAME_LIMIT`` the header stays under 2 KB."""
-SERVER_TIMING_NAME_LIMIT = 64
 
 
 def elapsed_ms() -> float | None:
@@ -58,11 +53,12 @@ class OperationTimings:
     internally). Counters read-modify-write, so they lock.
     """
 
-    __slots__ = ("_counters", "_dropped", "_entries", "_running")
+    __slots__ = ("_counters", "_dropped", "_entries", "_running", "_usage")
     _entries: list[tuple[str, float]]
     _running: list[str]
     _counters: dict[str, float]
     _dropped: int
+    _usage: Usage
 
     def __deepcopy__(self, memo: dict[int, Any]) -> OperationTimings:
         return self  # one record per request, whichever task copies the context
@@ -125,30 +121,18 @@ class OperationTimings:
         with _counter_lock:
             return dict(getattr(self, "_counters", {}))
 
+    def usage(self) -> Usage:
+        """What the request used of its dependencies (SQL, HTTP, ...), made on first use."""
+        try:
+            return self._usage
+        except AttributeError:
+            usage: Usage = self._part("_usage", Usage)
+            return usage
 
-def server_timing_header(total_ms: float, operations: list[tuple[str, float]]) -> str:
-    """A W3C ``Server-Timing`` value: ``total;dur=…`` then the operations, bounded in size.
-
-    Repeats of a name are summed into one metric (names become tokens, cut to 64 characters);
-    beyond ``SERVER_TIMING_ENTRIES`` names, the slowest are kept in order of first appearance
-    and the rest summed into ``other``, whose ``desc`` says how many names it holds.
-    """
-    if not operations:  # what most requests time
-        return f"total;dur={total_ms:.1f}"
-    merged: dict[str, float] = {}
-    for name, ms in operations:
-        token = _NOT_TOKEN.sub("_", name[:SERVER_TIMING_NAME_LIMIT]) or "_"
-        merged[token] = merged.get(token, 0.0) + ms
-    parts = [f"total;dur={total_ms:.1f}"]
-    if len(merged) > SERVER_TIMING_ENTRIES:
-        keep = SERVER_TIMING_ENTRIES - 1
-        slowest = set(sorted(merged, key=merged.__getitem__, reverse=True)[:keep])
-        rest = [ms for token, ms in merged.items() if token not in slowest]
-        parts += [f"{token};dur={ms:.1f}" for token, ms in merged.items() if token in slowest]
-        parts.append(f'other;dur={sum(rest):.1f};desc="{len(rest)} more"')
-    else:
-        parts += [f"{token};dur={ms:.1f}" for token, ms in merged.items()]
-    return ", ".join(parts)
+    def usage_summary(self) -> dict[str, int | float]:
+        """``usage().summary()``, without making one for a request that used nothing."""
+        usage: Usage | None = getattr(self, "_usage", None)
+        return {} if usage is None else usage.summary()
 
 
 _Use = tuple[float, "OperationTimings | None"]

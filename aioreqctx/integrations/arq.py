@@ -10,24 +10,24 @@ functions that know nothing of aioreqctx keep working. On the worker,
 starts the job's own task, so it hands the carrier over through a ``ContextVar`` to the job
 function wrapped by ``ArqPropagation.job``, which runs the function in a ``job_scope``.
 
-arq documents ``job_serializer`` but not the dict it is handed, and offers jobs no headers:
-that a result's dict has the key ``r`` (a job's has not) and that a worker ignores keys it
-does not know are arq's internals, as is ``Function`` (what ``arq.func`` returns) being a
-dataclass that ``job`` copies with ``dataclasses.replace``. tests/test_arq.py fails if they
-change: ``test_results_and_job_info_are_arqs_own`` (the dicts arq hands the serializer) and
+arq documents ``job_serializer`` but not the dict it is handed, and offers jobs no headers: that a
+result's dict has the key ``r`` (a job's has not) and that a worker ignores keys it does not know
+are arq's internals, as is ``Function`` (what ``arq.func`` returns) being a dataclass that ``job``
+copies with ``dataclasses.replace``. tests/integrations/test_arq.py fails if they change:
+``test_results_and_job_info_are_arqs_own`` (the dicts arq hands the serializer) and
 ``test_cron_jobs_and_arq_functions_keep_their_names_and_start_with_new_ids``.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import pickle
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any, overload
 
+from .._core.emit import logger
 from ..propagation.jobs import JobPropagation
 from . import missing_extra
 
@@ -44,7 +44,6 @@ Deserializer = Callable[[bytes], dict[str, Any]]
 CARRIER_FIELD = "aioreqctx"
 """The key of the carrier in arq's serialized job dict (arq's own keys are one letter)."""
 
-logger = logging.getLogger("aioreqctx")
 
 _NOT_DESERIALIZED: Any = object()
 _carried: ContextVar[Any] = ContextVar("aioreqctx.arq_carried", default=_NOT_DESERIALIZED)

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from .._core.store import Context
 from ..web.middleware import OWN_RECORD
+from ..web.observers import RequestObserver
 from . import missing_extra
 
 try:
@@ -43,7 +44,7 @@ def otel_log_fields() -> dict[str, str | None]:
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class SpanRequestIdObserver:
+class SpanRequestIdObserver(RequestObserver):
     """A request observer that sets ``attribute`` = the request ID on the span active at start.
 
     ``setup(app, observers=(SpanRequestIdObserver(),))``. Only a recording span is touched.
@@ -59,12 +60,3 @@ class SpanRequestIdObserver:
         span = trace.get_current_span()
         if span.is_recording():
             span.set_attribute(self.attribute, request[OWN_RECORD][0])
-
-    def request_finished(
-        self,
-        request: web.Request,
-        mapping: Context,
-        response: web.StreamResponse | None,
-        error: BaseException | None,
-    ) -> None:
-        """Nothing to do: the span is ended by whoever started it."""

@@ -30,6 +30,7 @@ from aiohttp import web
 
 from .. import keys
 from .._core.store import Context, current_mapping
+from ..web.observers import Answer, Failure, RequestObserver
 from . import missing_extra
 
 try:
@@ -85,7 +86,7 @@ def _add_tags(event: Event, hint: Hint) -> Event:
 
 
 @dataclass(frozen=True, eq=False)
-class UnhandledErrorReporter:
+class UnhandledErrorReporter(RequestObserver):
     """A request observer that sends Sentry the exceptions the middleware answered with a 500.
 
     ``aioreqctx.setup(app, observers=(UnhandledErrorReporter(),))``. Each is reported as
@@ -94,15 +95,8 @@ class UnhandledErrorReporter:
     ``aiohttp.server`` logs); Sentry's dedupe then drops this second report.
     """
 
-    def request_started(self, request: web.Request, mapping: Context) -> None:
-        """Nothing to do until the request ends."""
-
     def request_finished(
-        self,
-        request: web.Request,
-        mapping: Context,
-        response: web.StreamResponse | None,
-        error: BaseException | None,
+        self, request: web.Request, mapping: Context, response: Answer, error: Failure
     ) -> None:
         if error is None or response is None or response.status != 500:
             return  # raised HTTP errors and cancellations reach Sentry's own wrapper

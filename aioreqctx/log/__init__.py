@@ -10,15 +10,21 @@ from typing import TYPE_CHECKING
 from .._core.lazy import lazy_names
 
 if TYPE_CHECKING:
-    from .logging_context import log_context
+    from .buffer import LogBuffer
+    from .debug import DebugOnDemand
+    from .fields import log_context
     from .processors import add_event_fields, add_request_context, request_context_processor
-    from .stdlib import RequestContextFilter, install_log_record_factory
-    from .tracebacks import format_exception
+    from .stdlib import RequestContextFilter, format_exception, install_log_record_factory
+    from .structlog_buffer import buffering_bound_logger, filter_by_level_or_buffer
 
 __all__ = (
+    "DebugOnDemand",
+    "LogBuffer",
     "RequestContextFilter",
     "add_event_fields",
     "add_request_context",
+    "buffering_bound_logger",
+    "filter_by_level_or_buffer",
     "format_exception",
     "install_log_record_factory",
     "log_context",
@@ -28,9 +34,11 @@ __all__ = (
 __getattr__, __dir__ = lazy_names(
     __name__,
     {
-        ".logging_context": ("log_context",),
+        ".buffer": ("LogBuffer",),
+        ".debug": ("DebugOnDemand",),
+        ".fields": ("log_context",),
         ".processors": ("add_event_fields", "add_request_context", "request_context_processor"),
-        ".stdlib": ("RequestContextFilter", "install_log_record_factory"),
-        ".tracebacks": ("format_exception",),
+        ".stdlib": ("RequestContextFilter", "format_exception", "install_log_record_factory"),
+        ".structlog_buffer": ("buffering_bound_logger", "filter_by_level_or_buffer"),
     },
 )

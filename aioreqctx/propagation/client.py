@@ -25,10 +25,10 @@ from multidict import CIMultiDict, istr
 
 from .. import keys
 from .._core.deadline import DEADLINE_HEADER, format_deadline, remaining_time
-from .._core.id_callbacks import checked_generator
-from .._core.ids import new_request_id, sendable_id
+from .._core.ids import checked_generator, new_request_id, sendable_id
 from .._core.options import HEADER_NAME, OPTIONAL_HEADER_NAME, check
 from .._core.store import current_mapping
+from ..log.debug import DEBUG_HEADER, DEBUG_LOG
 
 _DEFAULT_CLIENT_TIMEOUT = ClientTimeout(total=5 * 60, sock_connect=30)  # aiohttp's own default
 
@@ -48,6 +48,8 @@ class ClientPropagation:
     ``deadline_header``: the header that carries the request's deadline (None: not sent). With
     a deadline the call must get its response headers in the time left (``TimeoutError``
     otherwise); pass ``timeout=aioreqctx.deadline_timeout()`` to bound reading the body too.
+    ``debug_header``: the header that carries a trusted debug-on-demand request's value
+    (``aioreqctx.log.DebugOnDemand``), for the downstream service to judge (None: not sent).
     A header the caller set, on the request or as a session default, is never replaced.
     """
 
@@ -55,6 +57,7 @@ class ClientPropagation:
     outside_request: Literal["skip", "generate"] = "skip"
     generator: Callable[[], str] = new_request_id
     deadline_header: str | None = DEADLINE_HEADER
+    debug_header: str | None = DEBUG_HEADER
     _header: istr = field(init=False, repr=False)
     _generate: Callable[[], str] = field(init=False, repr=False)
     _deadline_header: istr | None = field(init=False, repr=False)
@@ -62,6 +65,7 @@ class ClientPropagation:
     def __post_init__(self) -> None:
         check("ClientPropagation", "header", self.header, HEADER_NAME)
         check("ClientPropagation", "deadline_header", self.deadline_header, OPTIONAL_HEADER_NAME)
+        check("ClientPropagation", "debug_header", self.debug_header, OPTIONAL_HEADER_NAME)
         for option in ("outside_request", "generator"):
             check("ClientPropagation", option, getattr(self, option))
         object.__setattr__(self, "_header", istr(self.header))
@@ -91,6 +95,9 @@ class ClientPropagation:
         else:
             request_id = sendable_id(mapping.get(keys.REQUEST_ID))
             deadline = mapping.get(keys.DEADLINE)
+            debug = mapping.get(DEBUG_LOG)
+            if debug is not None and self.debug_header is not None:
+                headers.setdefault(self.debug_header, debug)
         if request_id is None and self.outside_request == "generate":
             request_id = self._generate()
         if request_id is not None and self._header not in headers:

@@ -23,14 +23,28 @@ from typing import Any, Literal
 
 from .. import keys
 from .._core.deadline import format_deadline, parse_deadline
-from .._core.emit import enabled_check, event_sink, reported_if_failing
-from .._core.id_callbacks import checked_generator, checked_validator
-from .._core.ids import escaped, is_valid_request_id, new_request_id, sendable_id
-from .._core.jsonsafe import safe_text
-from .._core.request_view import Registry, error_fields
+from .._core.emit import (
+    JOBS_LOGGER,
+    enabled_check,
+    error_fields,
+    event_sink,
+    logger,
+    reported_if_failing,
+    safe_text,
+)
+from .._core.ids import (
+    checked_generator,
+    checked_validator,
+    escaped,
+    is_valid_request_id,
+    new_request_id,
+    sendable_id,
+)
 from .._core.store import Context, current_mapping, scope
 from .._core.sync_or_async import SyncOrAsync
-from .._core.timing import OperationTimings
+from .._core.unit_of_work import Registry, start_values
+from ..log.buffer import Lines, LogBuffer, buffering
+from ..log.debug import DEBUG_LOG, DebugOnDemand
 
 CARRIED_REQUEST_ID = "aioreqctx.request_id"
 """Carrier key: the enqueuer's request ID (the job's ``X-Request-ID``)."""
@@ -40,6 +54,9 @@ CARRIED_PARENT_JOB_ID = "aioreqctx.parent_job_id"
 
 CARRIED_DEADLINE = "aioreqctx.deadline"
 """Carrier key: the request's deadline, an RFC 3339 UTC time (as ``X-Request-Deadline``)."""
+
+CARRIED_DEBUG_LOG = "aioreqctx.debug_log"
+"""Carrier key: the enqueuing request's accepted debug-on-demand value."""
 
 CARRIED_CONTEXT_PREFIX = "aioreqctx.context."
 """Carrier key prefix: ``aioreqctx.context.<key>`` holds the context key ``<key>``."""
@@ -53,12 +70,7 @@ MAX_CARRIED_VALUE = 1024
 SHOWN_LIMIT = 200
 """A queue's job ID or name longer than this is cut short in the context and log lines."""
 
-JOBS_LOGGER = "aioreqctx.jobs"
-"""The stdlib logger job events go to unless told otherwise."""
-
 Outcome = Literal["success", "error", "retry", "cancelled"]
-
-logger = logging.getLogger("aioreqctx")
 
 
 def _outcome(
@@ -163,6 +175,10 @@ class JobPropagation:
     it (off by default: a queued job usually outlives its request, and a job run after the
     deadline could make no outgoing call). When on, both sides cap it at ``max_budget``
     seconds from now, as ``DeadlineObserver`` caps an incoming header.
+    ``log_buffer``: an ``aioreqctx.log.LogBuffer``; each job's DEBUG lines are
+    written only if it fails (raises, logs an ERROR or runs longer than its ``slow_ms``).
+    ``debug_on_demand``: an ``aioreqctx.log.DebugOnDemand``; a job queued by a request logged
+    at DEBUG on demand is logged at DEBUG too, if its rule accepts the carried value.
     """
 
     context_keys: tuple[str, ...] = ()
@@ -173,6 +189,8 @@ class JobPropagation:
     registry: Registry | None = None
     carry_deadline: bool = False
     max_budget: float = 300.0
+    log_buffer: LogBuffer | None = None
+    debug_on_demand: DebugOnDemand | None = None
     _generate: Callable[[], str] = field(init=False, repr=False)
     _validate: Callable[[str], bool] = field(init=False, repr=False)
 
@@ -210,6 +228,15 @@ class JobPropagation:
             raise ValueError(
                 f"max_budget must be a positive number of seconds, not {self.max_budget!r}"
             )
+        if self.log_buffer is not None and not isinstance(self.log_buffer, LogBuffer):
+            raise TypeError(
+                f"log_buffer must be an aioreqctx.log.LogBuffer or None, not {self.log_buffer!r}"
+            )
+        if self.debug_on_demand is not None and not isinstance(self.debug_on_demand, DebugOnDemand):
+            raise TypeError(
+                "debug_on_demand must be an aioreqctx.log.DebugOnDemand or None, "
+                f"not {self.debug_on_demand!r}"
+            )
 
     def carrier(self) -> dict[str, str]:
         """What a job enqueued here and now carries (``{}`` outside a request with ``"skip"``)."""
@@ -228,6 +255,9 @@ class JobPropagation:
         if isinstance(deadline, int | float):
             left = min(deadline - time.monotonic(), self.max_budget)
             carried[CARRIED_DEADLINE] = format_deadline(left)
+        debug = mapping.get(DEBUG_LOG)
+        if debug is not None:
+            carried[CARRIED_DEBUG_LOG] = debug
         for key in self.context_keys:
             value = mapping.get(key)
             if value is not None:
@@ -263,6 +293,7 @@ class JobScope(SyncOrAsync[Context]):
 
     __slots__ = (
         "_attempt",
+        "_buffering",
         "_carrier",
         "_job_id",
         "_job_name",
@@ -290,6 +321,7 @@ class JobScope(SyncOrAsync[Context]):
         self._attempt = attempt
         self._retrying = retrying
         self._scope: scope | None = None
+        self._buffering: buffering | None = None
         self._mapping: Context = {}
         self._own: Mapping[str, Any] = {}
 
@@ -301,6 +333,10 @@ class JobScope(SyncOrAsync[Context]):
         self._own = own = MappingProxyType(dict(seed))
         self._scope = scope(seed)
         self._mapping = mapping = self._scope.__enter__()
+        lines = self._lines_for(mapping)
+        if lines is not None:
+            self._buffering = buffering(lines)
+            self._buffering.__enter__()
         propagation = self._propagation
         try:
             if propagation.registry is not None:
@@ -330,7 +366,7 @@ class JobScope(SyncOrAsync[Context]):
         try:
             self._log_end(exc)
         finally:
-            self._close()
+            self._close(exc)
 
     def ended_elsewhere(self, exc: BaseException | None) -> None:
         """End a job whose task finished without ``__exit__`` (a queue's hook that should have
@@ -341,7 +377,7 @@ class JobScope(SyncOrAsync[Context]):
         try:
             self._log_end(exc)
         finally:
-            self._close(restore=False)
+            self._close(exc, restore=False)
 
     def _log_end(self, exc: BaseException | None) -> None:
         if self._propagation.events is not None:
@@ -349,14 +385,32 @@ class JobScope(SyncOrAsync[Context]):
             with reported_if_failing("the end of job %s", self._own[keys.JOB_NAME]):
                 self._propagation.events.ended(self._own, outcome, error)
 
-    def _close(self, *, restore: bool = True) -> None:
-        """Leave the registry and (``restore``) put the previous context back."""
+    def _close(self, exc: BaseException | None = None, *, restore: bool = True) -> None:
+        """Leave the registry, write out or drop the job's kept lines (written if ``exc``), and
+        (``restore``) put the previous context back."""
         assert self._scope is not None, "closing a job scope that is not open"
         open_scope, self._scope = self._scope, None
-        if self._propagation.registry is not None:
-            self._propagation.registry.remove(self._mapping)
-        if restore:
-            open_scope.__exit__(None, None, None)
+        try:
+            if self._propagation.registry is not None:
+                self._propagation.registry.remove(self._mapping)
+            if self._buffering is not None:
+                open_buffering, self._buffering = self._buffering, None
+                open_buffering.end(failed=exc is not None, restore=restore)
+        finally:
+            if restore:
+                open_scope.__exit__(None, None, None)
+
+    def _lines_for(self, mapping: Context) -> Lines | None:
+        """DEBUG at once for a job whose carried debug-on-demand value is believed, else the
+        buffer (if configured)."""
+        propagation = self._propagation
+        debug = propagation.debug_on_demand
+        if debug is not None and isinstance(self._carrier, Mapping):
+            value = self._carrier.get(CARRIED_DEBUG_LOG)
+            if value is not None and debug.accepts_carried(value):
+                mapping[DEBUG_LOG] = value
+                return debug.lines()
+        return None if propagation.log_buffer is None else propagation.log_buffer.open()
 
     def _seed(self) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         """The job's first mapping, and what was wrong with the carrier (what, escaped value)."""
@@ -366,15 +420,10 @@ class JobScope(SyncOrAsync[Context]):
             carrier = self._carrier
         elif self._carrier is not None:
             problems.append(("carrier", escaped(safe_text(self._carrier))))
-        mapping: dict[str, Any] = {
-            keys.REQUEST_ID: self._request_id(carrier, problems),
-            keys.START_MONOTONIC: perf_counter(),
-            keys.START_TIME: time.time(),
-            keys.OPERATIONS: OperationTimings(),
-            keys.JOB_ID: _shown(self._job_id),
-            keys.JOB_NAME: _shown(self._job_name),
-            keys.JOB_ATTEMPT: self._attempt,
-        }
+        mapping = start_values(self._request_id(carrier, problems))
+        mapping[keys.JOB_ID] = _shown(self._job_id)
+        mapping[keys.JOB_NAME] = _shown(self._job_name)
+        mapping[keys.JOB_ATTEMPT] = self._attempt
         if problems:
             mapping[keys.REJECTED_REQUEST_ID] = problems[-1][1]
         log_fields = {

@@ -1,5 +1,5 @@
 """The aiohttp server side, as ``aiohttp.web`` is aiohttp's: ``setup(app)``, the middleware,
-its observers, the access log and the in-flight registry.
+its observers, the access log, the in-flight registry and per-message WebSocket scopes.
 
 ``CONTEXT_MAPPING`` is the request key holding a request's context mapping
 (``request[CONTEXT_MAPPING]``), for code that runs outside the request's task.
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     )
     from .observers import RequestObserver
     from .request_events import RequestEvents, level_for_status
+    from .websocket import message_scope, messages
 
 __all__ = (
     "CLIENT_CLOSED_REQUEST",
@@ -43,6 +44,8 @@ __all__ = (
     "from_loopback",
     "header_token",
     "level_for_status",
+    "message_scope",
+    "messages",
     "request_id_middleware",
     "setup",
 )
@@ -54,6 +57,7 @@ __getattr__, __dir__ = lazy_names(
         ".app": ("setup",),
         ".deadline": ("DeadlineObserver",),
         ".inflight": ("InFlightEntry", "InFlightRegistry", "from_loopback", "header_token"),
+        ".websocket": ("message_scope", "messages"),
         ".middleware": (
             "CLIENT_CLOSED_REQUEST",
             "CONTEXT_MAPPING",

@@ -6,7 +6,8 @@ read from what the middleware kept on the request object (``OWN_RECORD``), not f
 context, which the handler may have cleared or overwritten. A client that
 disconnected still gets a line: the status the handler produced (499 when a streaming write
 failed or ``handler_cancellation=True`` cancelled it: the middleware answers those so that
-aiohttp logs them), 0 bytes and ``disconnected=true`` (platform notes, pitfalls 15 and 16).
+aiohttp logs them; without that, a failed streaming write gets no access line at all), 0 bytes
+(``response.body_length`` counts what reached the client) and ``disconnected=true``.
 """
 
 from __future__ import annotations

@@ -12,22 +12,25 @@ for as long as it serves (``factory_while_serving``).
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
 
+from .._core.emit import logger
 from .._core.factories import TaskFactory
 from .._core.options import RULES, Rule, check_all, exactly
+from .._core.pool import install_default_executor
 from ..events import LifecycleCollector, LifecycleEvent, NoopCollector, as_collector
+from ..log.buffer import LogBuffer
+from ..log.debug import DebugOnDemand
 from .inflight import InFlightRegistry
+from .log_buffer import LogLinesObserver
 from .middleware import MIDDLEWARE_OPTIONS, RequestIdMiddleware
 from .observers import RequestObserver
+from .outliving import accepts_seconds, outliving_task_detector
 from .request_events import RequestEvents
 from .server_events import ServerEvents
-
-logger = logging.getLogger("aioreqctx")
 
 MIDDLEWARE: web.AppKey[RequestIdMiddleware] = web.AppKey("aioreqctx.middleware")
 
@@ -52,6 +55,15 @@ OPTIONS: dict[str, Rule] = {
         lambda value: value is None or callable(value),
         "a task factory (loop, coro, **kwargs) or None",
     ),
+    "warn_outliving_tasks": (accepts_seconds, "a number of seconds > 0, or None (off)"),
+    "log_buffer": (
+        lambda value: value is None or isinstance(value, LogBuffer),
+        "an aioreqctx.log.LogBuffer or None",
+    ),
+    "debug_on_demand": (
+        lambda value: value is None or isinstance(value, DebugOnDemand),
+        "an aioreqctx.log.DebugOnDemand or None",
+    ),
     # RequestIdMiddleware's fields, checked by the rules the middleware itself uses
     **{name: RULES[name] for name in MIDDLEWARE_OPTIONS},
 }
@@ -66,6 +78,9 @@ def setup(
     request_events: RequestEvents | bool = False,
     registry: InFlightRegistry | None = None,
     task_factory: TaskFactory | None = None,
+    warn_outliving_tasks: float | None = None,
+    log_buffer: LogBuffer | None = None,
+    debug_on_demand: DebugOnDemand | None = None,
     **options: Any,
 ) -> RequestIdMiddleware:
     """Install the middleware (outermost) and the ``on_response_prepare`` handler on ``app``.
@@ -76,7 +91,13 @@ def setup(
     and the ``worker_id`` its events carry (default: the process ID), ``request_events``
     (``True`` or a ``RequestEvents``: request_started/finished/failed lines), ``registry``
     (an ``InFlightRegistry`` of the requests in flight) and ``task_factory`` (put on the loop
-    that serves the app while it runs, so the tasks handlers spawn go through it).
+    that serves the app while it runs, so the tasks handlers spawn go through it, with an
+    ``IsolatedThreadPoolExecutor`` as the loop's default executor), ``warn_outliving_tasks``
+    (seconds: warn once per coroutine function about a task still running that long after the
+    request that started it finished; off by default, 30 is a sensible value),
+    ``log_buffer`` (an ``aioreqctx.log.LogBuffer``: each request's DEBUG lines are written
+    only if it fails) and ``debug_on_demand`` (an ``aioreqctx.log.DebugOnDemand``: a trusted
+    request asking with its header is logged at DEBUG).
     """
     check_all(
         "setup()",
@@ -86,6 +107,9 @@ def setup(
             "request_events": request_events,
             "registry": registry,
             "task_factory": task_factory,
+            "warn_outliving_tasks": warn_outliving_tasks,
+            "log_buffer": log_buffer,
+            "debug_on_demand": debug_on_demand,
             **options,
         },
         OPTIONS,
@@ -102,6 +126,11 @@ def setup(
         )
     _refuse_a_second_middleware(app, installed=0)
     observers: list[RequestObserver] = list(options.pop("observers", ()))
+    buffer_observer = None
+    if log_buffer is not None or debug_on_demand is not None:
+        # first: the lines it writes come before other observers' lines
+        buffer_observer = LogLinesObserver(log_buffer, debug_on_demand)
+        observers.insert(0, buffer_observer)
     if request_events is True:
         request_events = RequestEvents()
     if isinstance(request_events, RequestEvents):
@@ -123,6 +152,10 @@ def setup(
     app.on_startup.append(_refuse_a_second_middleware_at_startup)
     if task_factory is not None:
         app.cleanup_ctx.append(factory_while_serving(task_factory))
+    if warn_outliving_tasks is not None:
+        app.cleanup_ctx.append(outliving_task_detector(warn_outliving_tasks))
+    if buffer_observer is not None:
+        app.cleanup_ctx.append(buffer_observer.hook_while_serving)
     app[MIDDLEWARE] = middleware
     return middleware
 
@@ -169,7 +202,8 @@ def factory_while_serving(
     """An aiohttp ``cleanup_ctx`` entry: ``task_factory`` on the running loop while the app runs.
 
     A different factory already on the loop is named in a warning and replaced until the app
-    stops, then put back.
+    stops, then put back. The loop's default executor becomes an ``IsolatedThreadPoolExecutor``
+    (and stays: the loop shuts it down when it closes).
     """
 
     async def install(app: Any) -> AsyncIterator[None]:
@@ -184,6 +218,7 @@ def factory_while_serving(
                 _name_of(task_factory),
             )
         loop.set_task_factory(task_factory)
+        install_default_executor(loop)
         try:
             yield
         finally:

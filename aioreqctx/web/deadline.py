@@ -6,7 +6,6 @@ without loading the server.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from dataclasses import dataclass
@@ -15,16 +14,16 @@ from aiohttp import web
 
 from .. import keys
 from .._core.deadline import DEADLINE_HEADER, parse_deadline
+from .._core.emit import logger
 from .._core.ids import escaped
 from .._core.options import OPTIONAL_HEADER_NAME, check
 from .._core.store import Context
 from .middleware import UNTRUSTED_PEER
-
-logger = logging.getLogger("aioreqctx")
+from .observers import RequestObserver
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class DeadlineObserver:
+class DeadlineObserver(RequestObserver):
     """A request observer that gives each request its deadline: ``setup(app, observers=(...,))``.
 
     ``header``: the incoming header to read (None: ignore incoming deadlines). Like the ID,
@@ -66,12 +65,3 @@ class DeadlineObserver:
                 deadline = incoming if deadline is None else min(deadline, incoming)
         if deadline is not None:
             mapping[keys.DEADLINE] = deadline
-
-    def request_finished(
-        self,
-        request: web.Request,
-        mapping: Context,
-        response: web.StreamResponse | None,
-        error: BaseException | None,
-    ) -> None:
-        """Nothing to do: the deadline ends with the request's mapping."""

@@ -1,11 +1,13 @@
 """The aiohttp middleware: a fresh context per request, its ID policy, the ID on every response.
 
 Each request runs in a task of its own, so the middleware gives that task a fresh mapping
-(``store.enter``) and never resets it: aiohttp's ``on_response_prepare`` signal and access
-logger run after the middleware, in the same task, and still see the request (platform notes,
-pitfalls 3, 4, 5, 8). Streaming and WebSocket responses are prepared inside the handler, before
-the middleware gets them back, so only an ``on_response_prepare`` handler can put the ID on
-them: ``aioreqctx.setup(app)`` installs both.
+(``store.enter``) and never resets it: aiohttp's ``on_response_prepare`` signal and access logger
+run after the middleware, in the same task, and still see the request. The fresh mapping is the
+middleware's, not a task factory's (on Python 3.12 and 3.13 aiohttp starts request tasks without the
+loop's factory), and never the inherited one (a mapping set at start-up is one object shared by
+every request). Streaming and WebSocket responses are prepared inside the handler, before the
+middleware gets them back, so only an ``on_response_prepare`` handler can put the ID on them:
+``aioreqctx.setup(app)`` installs both.
 """
 
 from __future__ import annotations
@@ -22,23 +24,26 @@ from aiohttp import web
 from multidict import istr
 
 from .. import keys
+from .._core.detach import startup_values
+from .._core.emit import logger
 from .._core.factories import register_dispatcher
-from .._core.id_callbacks import checked_generator, checked_validator
 from .._core.ids import (
-    Network,
+    checked_generator,
+    checked_validator,
     escaped,
-    is_trusted,
     is_valid_request_id,
     match_valid_request_id,
     new_request_id,
-    parse_networks,
     trace_id_of,
 )
 from .._core.options import check
+from .._core.peers import Network, is_trusted, parse_networks
 from .._core.snapshot import snapshot
 from .._core.store import Context, current_mapping, enter
-from .._core.timing import OperationTimings, server_timing_header
-from .observers import RequestObserver
+from .._core.timing import OperationTimings
+from .._core.unit_of_work import START_KEYS
+from .observers import Answer, Failure, RequestObserver, overridden
+from .server_timing import SERVER_TIMING, server_timing_header
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Rejected = tuple[str, str]
@@ -94,10 +99,9 @@ class ResponseCutShort(web.StreamResponse):
         raise ConnectionResetError("the handler failed after its response started")
 
 
-SERVER_TIMING = istr("Server-Timing")
+_ID, _START, _WALL, _TIMINGS = START_KEYS  # start_values' keys, for the inline mapping
 _ERROR_STATUSES = frozenset((CLIENT_CLOSED_REQUEST, HTTPStatus.INTERNAL_SERVER_ERROR))
 
-logger = logging.getLogger("aioreqctx")
 server_logger = logging.getLogger("aiohttp.server")
 
 # aiohttp's connection task starts each request's task: under a factory those must not share it.
@@ -122,7 +126,10 @@ class StartUpValues:
         """``mapping`` over a deep copy of ``inherited``'s start-up values."""
         if inherited is not self._source:
             self._source, self._frozen = inherited, snapshot(inherited)
-        return {**snapshot(self._frozen), **mapping} if self._frozen else mapping
+        if not self._frozen:
+            return mapping
+        startup_values.set(self._frozen)  # what work detached from the request starts with
+        return {**snapshot(self._frozen), **mapping}
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -193,12 +200,17 @@ class RequestIdMiddleware:
                     f"{observer!r} is not a RequestObserver: it needs request_started() and "
                     "request_finished() methods"
                 )
-        # Bound once: the request path calls them without looking them up.
-        object.__setattr__(self, "_observed", bool(self.observers))
-        started = tuple(observer.request_started for observer in self.observers)
+        # Bound once, without the base's no-ops: the request path calls them without looking
+        # them up, and an observer that only uses one moment costs nothing at the other.
+        started = tuple(
+            o.request_started for o in self.observers if overridden(o, "request_started")
+        )
         object.__setattr__(self, "_started", started)
-        finished = tuple(observer.request_finished for observer in self.observers)
+        finished = tuple(
+            o.request_finished for o in self.observers if overridden(o, "request_finished")
+        )
         object.__setattr__(self, "_finished", finished)
+        object.__setattr__(self, "_observed", bool(finished))
 
     async def __call__(  # noqa: PLR0912, PLR0915 - one frame per request, on purpose
         self, request: web.Request, handler: Handler
@@ -219,12 +231,7 @@ class RequestIdMiddleware:
         else:
             request_id, rejected = self._request_id_for(request)
         own: OwnRecord = (request_id, perf_counter(), OperationTimings())
-        mapping: Context = {
-            keys.REQUEST_ID: request_id,
-            keys.START_MONOTONIC: own[1],
-            keys.START_TIME: time(),
-            keys.OPERATIONS: own[2],
-        }
+        mapping: Context = {_ID: request_id, _START: own[1], _WALL: time(), _TIMINGS: own[2]}
         inherited = current_mapping.get(None)
         if inherited is not None:  # the context the server was started in
             mapping = self._startup.under(inherited, mapping)
@@ -338,11 +345,7 @@ class RequestIdMiddleware:
         return response
 
     def _tell_finished(
-        self,
-        request: web.Request,
-        mapping: Context,
-        response: web.StreamResponse | None,
-        error: BaseException | None,
+        self, request: web.Request, mapping: Context, response: Answer, error: Failure
     ) -> None:
         if (
             error is None

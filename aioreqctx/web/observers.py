@@ -14,19 +14,28 @@ from aiohttp import web
 
 from .._core.store import Context
 
+Answer = web.StreamResponse | None
+"""What ``request_finished`` gets as ``response``: what goes back, if anything does."""
+Failure = BaseException | None
+"""What ``request_finished`` gets as ``error``: what the request raised, if it raised."""
+
 
 class RequestObserver(Protocol):
-    """Told when a request starts and ends; pass instances as ``setup(app, observers=...)``."""
+    """Told when a request starts and ends; pass instances as ``setup(app, observers=...)``.
+
+    Subclass it and override only what you use: here both methods do nothing, and the
+    middleware does not call a method that a subclass left as the base's own (decided once,
+    when the middleware is made). Any object with both methods is an observer too.
+    """
+
+    __slots__ = ()
 
     def request_started(self, request: web.Request, mapping: Context) -> None:
         """The request's context is open; its ID is ``mapping["X-Request-ID"]``."""
+        return None
 
     def request_finished(
-        self,
-        request: web.Request,
-        mapping: Context,
-        response: web.StreamResponse | None,
-        error: BaseException | None,
+        self, request: web.Request, mapping: Context, response: Answer, error: Failure
     ) -> None:
         """The middleware is done with the request.
 
@@ -35,3 +44,9 @@ class RequestObserver(Protocol):
         For an unhandled exception both are set: the 500 that answers it and the exception.
         The response may not be written yet; its bytes are known when the request task ends.
         """
+        return None
+
+
+def overridden(observer: object, method: str) -> bool:
+    """Whether ``observer`` has ``method`` of its own, not the base's no-op."""
+    return getattr(type(observer), method, None) is not getattr(RequestObserver, method)

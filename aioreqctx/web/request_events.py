@@ -3,7 +3,7 @@
 In the style of django-structlog and ccproxy, each request logs when it starts and how it
 ended, with its ID, method, path, status and duration. They come from the middleware (a
 ``RequestObserver``), not from the access logger, because aiohttp writes no access line for a
-request whose client went away while it streamed (platform notes, pitfall 15).
+request whose client went away while it streamed (its write raised ``ConnectionResetError``).
 
 How each ending is logged:
 
@@ -32,10 +32,10 @@ from typing import Any
 from aiohttp import web
 
 from .._core.deadline import deadline_expired
-from .._core.emit import enabled_check, event_sink
-from .._core.request_view import REQUESTS_LOGGER, error_fields
+from .._core.emit import REQUESTS_LOGGER, enabled_check, error_fields, event_sink
 from .._core.store import Context
 from .middleware import OWN_RECORD
+from .observers import Answer, Failure, RequestObserver
 
 
 def level_for_status(status: int) -> int:
@@ -47,7 +47,7 @@ def level_for_status(status: int) -> int:
     return logging.INFO
 
 
-class RequestEvents:
+class RequestEvents(RequestObserver):
     """Log each request's start and end; a ``RequestObserver``.
 
     ``logger``: a stdlib logger or its name (default ``aioreqctx.requests``) or a structlog
@@ -111,11 +111,7 @@ class RequestEvents:
             self._sink(self.started_level, "request_started", _fields(request, None))
 
     def request_finished(
-        self,
-        request: web.Request,
-        mapping: Context,
-        response: web.StreamResponse | None,
-        error: BaseException | None,
+        self, request: web.Request, mapping: Context, response: Answer, error: Failure
     ) -> None:
         if isinstance(error, web.HTTPException):  # raised, but an answer all the same
             response, error = error, None

@@ -1,29 +1,31 @@
 """Lifecycle events from an aiohttp server: connection hooks plus a request observer.
 
 aiohttp has no public hook for connections. Its ``web.Server`` is told of each one through
-``connection_made(handler, transport)`` and ``connection_lost(handler, exc)`` (platform notes
-§3.4), and that server is built by ``Application._make_handler()``, which ``AppRunner.setup()``
-calls (and so ``web.run_app`` and aiohttp's gunicorn worker). ``install`` wraps that method on
-the one application instance: the single private name relied on. If a future aiohttp lacks it,
-one warning says connection events are off and request events keep working.
+``connection_made(handler, transport)`` and ``connection_lost(handler, exc)``, and that server is
+built by ``Application._make_handler()``, which ``AppRunner.setup()`` calls (and so ``web.run_app``
+and aiohttp's gunicorn worker). ``install`` wraps that method on the one application instance: the
+single private name relied on. If a future aiohttp lacks it, one warning says connection events are
+off and request events keep working.
 
-Protocol callbacks run in whatever context happens to be current (pitfall 7), so connection
-state lives on a per-connection object keyed by the protocol (``request.protocol`` in the
-middleware), never in the request's context. A response's bytes are known only once aiohttp
-has written it, after the middleware returned (pitfall 16), so a request ends when its task
-(one per request, platform notes §3.1) is done.
+Protocol callbacks run in whatever context happens to be current (under asyncio, once a handler
+has read a body, a copy of that handler's context; under uvloop, one context shared by every
+connection), so connection state lives on a per-connection object keyed by the protocol
+(``request.protocol`` in the middleware), never in the request's context. A response's bytes
+(``response.body_length``, headers and body) are known only once aiohttp has written it, after
+the middleware returned, so a request ends when its task (aiohttp runs each request in a task of
+its own, aiohttp#3406) is done.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
 from aiohttp import web
 
+from .._core.emit import logger
 from .._core.store import Context
 from ..events import (
     ClientDisconnected,
@@ -37,8 +39,7 @@ from ..events import (
     next_connection_id,
 )
 from .middleware import OWN_RECORD, ResponseCutShort
-
-logger = logging.getLogger("aioreqctx")
+from .observers import Answer, Failure, RequestObserver
 
 # An idle connection closed this close to aiohttp's keep-alive timeout was closed by it.
 _TIMEOUT_TOLERANCE_S = 0.05
@@ -105,7 +106,7 @@ class _Connection:
         self.cut_short = False  # a handler failed mid-response: the server closed it
 
 
-class ServerEvents:
+class ServerEvents(RequestObserver):
     """Turns one application's connections and requests into events for ``collector``.
 
     ``setup(app, collector=...)`` creates it, passes it to the middleware as an observer and
@@ -241,11 +242,7 @@ class ServerEvents:
         )
 
     def request_finished(
-        self,
-        request: web.Request,
-        mapping: Context,
-        response: web.StreamResponse | None,
-        error: BaseException | None,
+        self, request: web.Request, mapping: Context, response: Answer, error: Failure
     ) -> None:
         # The connection's current call is this request's: HTTP/1.1 serves one at a time, and
         # a connection that closed meanwhile has settled its call and is gone from the table.

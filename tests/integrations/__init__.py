@@ -1,0 +1,1 @@
+"""Tests of the job-queue and observability integrations (``aioreqctx.integrations``)."""

@@ -1,0 +1,1 @@
+"""Tests of the aiohttp server side (``aioreqctx.web``)."""
