@@ -21,6 +21,15 @@ IMMUTABLE_TYPES = _IMMUTABLE_TYPES
 _warned_uncopyable: set[type] = set()
 
 
+def flat_copy(mapping: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``dict(mapping)`` when every value is immutable (the copy is then already deep), else None.
+
+    Such a copy holds no object the garbage collector tracks, so CPython does not track it.
+    """
+    copied = dict(mapping)
+    return copied if _IMMUTABLE_TYPES.issuperset(map(type, copied.values())) else None
+
+
 def snapshot(mapping: Mapping[str, Any]) -> dict[str, Any]:
     """A deep copy of ``mapping`` as a dict; immutable values are shared, not copied.
 
@@ -31,9 +40,10 @@ def snapshot(mapping: Mapping[str, Any]) -> dict[str, Any]:
     shares the original, rather than getting an empty shell. The memo is never copied, so a
     snapshot costs one deep copy however many mutable values it holds.
     """
+    flat = flat_copy(mapping)
+    if flat is not None:
+        return flat
     copied = dict(mapping)
-    if _IMMUTABLE_TYPES.issuperset(map(type, copied.values())):
-        return copied
     memo: dict[int, Any] = {}
     for key, value in copied.items():
         if type(value) not in _IMMUTABLE_TYPES:
