@@ -19,6 +19,7 @@ PY37 = True
 """Always true: aiotask-context used it to pick an asyncio API; aioreqctx needs 3.11+."""
 
 logger = logging.getLogger("aioreqctx")
+"""The ``aioreqctx`` logger, where the library's own warnings go (aiotask-context had one too)."""
 
 T = TypeVar("T")
 

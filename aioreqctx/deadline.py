@@ -27,6 +27,8 @@ from .middleware import UNTRUSTED_PEER
 from .store import Context, current_mapping
 
 DEADLINE_HEADER = "X-Request-Deadline"
+"""The header that carries a request's deadline, an RFC 3339 time: read by ``DeadlineObserver``,
+sent by ``ClientPropagation`` on outgoing calls."""
 
 # RFC 3339 date-time: seconds mandatory, 1-6 fraction digits, "Z" or a numeric offset.
 _RFC3339 = re.compile(

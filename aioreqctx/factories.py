@@ -26,6 +26,7 @@ from .inheritance import Inherit
 from .store import Context, current_mapping, current_task_of, handoff, own_mapping
 
 EAGER_TASKS_SUPPORTED = sys.version_info >= (3, 12)
+"""Whether ``task_factory_for(..., eager=True)`` can start tasks eagerly (Python 3.12+)."""
 
 T = TypeVar("T")
 if sys.version_info >= (3, 12):

@@ -90,6 +90,7 @@ class ConnectionCompleted(_Event):
 LifecycleEvent: TypeAlias = (
     ConnectionOpened | RequestStarted | ResponseCompleted | ClientDisconnected | ConnectionCompleted
 )
+"""Any of the five events a ``LifecycleCollector`` records, for a ``record`` matching on them."""
 
 
 @runtime_checkable

@@ -23,8 +23,12 @@ from .layered import note_write
 from .snapshot import snapshot
 
 Context = MutableMapping[str, Any]
+"""A context: the mapping of keys to values that ``get`` reads and ``set`` writes (a plain
+``dict``, or a ``LayeredContext`` under ``chainmap_task_factory``)."""
 
 NO_LOOP_EXCEPTION_MSG = "No event loop found, key {} couldn't be set"
+"""How the ``ValueError`` of ``set`` and ``clear`` begins where there is no context to write
+into (aiotask-context's message, formatted with the key, so code matching on it still works)."""
 
 current_mapping: ContextVar[Context] = ContextVar("aioreqctx.current_mapping")
 

@@ -32,9 +32,11 @@ class CapturedLogs(list[dict[str, Any]]):
     every field the line carried, ``request_id`` always among them."""
 
     def request_ids(self) -> set[str]:
+        """Every request ID the lines carry: one per request, if each line got its own."""
         return {entry["request_id"] for entry in self}
 
     def of_request(self, request_id: str) -> list[dict[str, Any]]:
+        """The lines written for one request, oldest first."""
         return [entry for entry in self if entry["request_id"] == request_id]
 
 

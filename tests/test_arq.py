@@ -251,7 +251,13 @@ def test_a_retried_job_keeps_its_id_and_counts_attempts(redis_server: RedisServe
 
 
 def test_results_and_job_info_are_arqs_own(redis_server: RedisServer) -> None:
-    jobs = ArqPropagation()
+    handed: list[dict[str, Any]] = []
+
+    def recording(data: dict[str, Any]) -> bytes:
+        handed.append(data)
+        return pickle.dumps(data)
+
+    jobs = ArqPropagation(serializer=recording)
 
     async def main() -> tuple[Any, Any, Any]:
         async with pool_for(redis_server, jobs) as pool:
@@ -269,6 +275,12 @@ def test_results_and_job_info_are_arqs_own(redis_server: RedisServer) -> None:
     assert result_info is not None
     assert result_info.kwargs == {}
     assert seen["r"]["job_id"] == "fixed-id"
+    # What ArqPropagation relies on and arq does not document: a result's dict has "r", a job's not.
+    job_data, result_data = handed
+    assert "r" not in job_data
+    assert job_data[CARRIER_FIELD][CARRIED_REQUEST_ID] == "req-result"
+    assert "r" in result_data
+    assert CARRIER_FIELD not in result_data
 
 
 @pytest.mark.parametrize(
@@ -388,5 +400,8 @@ def test_cron_jobs_and_arq_functions_keep_their_names_and_start_with_new_ids(
 
     asyncio.run(main())
     assert (seen["named"]["request_id"], seen["named"]["job_name"]) == ("req-named", "named")
+    wrapped = jobs.job(func(record, name="named", max_tries=2, timeout=7))  # arq's settings kept
+    assert (wrapped.name, wrapped.max_tries, wrapped.timeout_s) == ("named", 2, 7)
+    assert wrapped.coroutine is not record
     assert len(seen["tick"]["request_id"]) == 36
     assert seen["tick"]["job_name"] == tick.__qualname__

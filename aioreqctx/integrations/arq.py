@@ -9,6 +9,13 @@ functions that know nothing of aioreqctx keep working. On the worker,
 ``ArqPropagation.deserialize`` runs inside the per-job task that arq creates, just before it
 starts the job's own task, so it hands the carrier over through a ``ContextVar`` to the job
 function wrapped by ``ArqPropagation.job``, which runs the function in a ``job_scope``.
+
+arq documents ``job_serializer`` but not the dict it is handed, and offers jobs no headers:
+that a result's dict has the key ``r`` (a job's has not) and that a worker ignores keys it
+does not know are arq's internals, as is ``Function`` (what ``arq.func`` returns) being a
+dataclass that ``job`` copies with ``dataclasses.replace``. tests/test_arq.py fails if they
+change: ``test_results_and_job_info_are_arqs_own`` (the dicts arq hands the serializer) and
+``test_cron_jobs_and_arq_functions_keep_their_names_and_start_with_new_ids``.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import pickle
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any, overload
@@ -26,11 +33,13 @@ from . import missing_extra
 
 try:
     from arq import Retry
-    from arq.jobs import Deserializer, Serializer
     from arq.typing import WorkerCoroutine
     from arq.worker import Function
 except ImportError as error:
     raise missing_extra("arq") from error
+
+Serializer = Callable[[dict[str, Any]], bytes]
+Deserializer = Callable[[bytes], dict[str, Any]]
 
 CARRIER_FIELD = "aioreqctx"
 """The key of the carrier in arq's serialized job dict (arq's own keys are one letter)."""

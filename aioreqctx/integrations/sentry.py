@@ -10,6 +10,14 @@ on a scope are kept.
 With ``AioHttpIntegration``, Sentry stops listening to the ``aiohttp.server`` logger and only
 reports exceptions that reach its own wrapper; aioreqctx's middleware answers an unhandled
 exception with a 500 before that, so ``UnhandledErrorReporter`` reports it instead.
+
+Log lines (a job's ``job_failed``, the queue's own) reach Sentry through its logging
+integration, which sentry-sdk 3 only makes events of when given
+``LoggingIntegration(event_level=logging.ERROR)`` (sentry-sdk 2's default): docs/jobs.md's
+set-up passes it, for both majors.
+
+Only sentry-sdk's public API is used (2.x and 3.x): ``add_global_event_processor`` (Sentry's
+"Event Processors" guide), ``capture_exception``, ``new_scope`` and a scope's event processor.
 """
 
 from __future__ import annotations
@@ -28,13 +36,13 @@ try:
     import sentry_sdk
     from sentry_sdk.integrations import Integration
     from sentry_sdk.scope import add_global_event_processor
-    from sentry_sdk.utils import event_from_exception
 except ImportError as error:
     raise missing_extra("sentry") from error
 
 if TYPE_CHECKING:
-    from sentry_sdk._types import Event, Hint
+    from sentry_sdk.types import Event, Hint
 
+_MECHANISM = {"type": "aiohttp", "handled": False}  # what AioHttpIntegration's reports carry
 _TAG_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,32}")  # what Sentry accepts as a tag key
 
 
@@ -80,9 +88,10 @@ def _add_tags(event: Event, hint: Hint) -> Event:
 class UnhandledErrorReporter:
     """A request observer that sends Sentry the exceptions the middleware answered with a 500.
 
-    ``aioreqctx.setup(app, observers=(UnhandledErrorReporter(),))``. Without
-    ``AioHttpIntegration`` Sentry's logging integration reports them already; Sentry's
-    dedupe then drops this second report of the same exception.
+    ``aioreqctx.setup(app, observers=(UnhandledErrorReporter(),))``. Each is reported as
+    unhandled, as ``AioHttpIntegration`` reports what reaches it. Where Sentry's logging
+    integration turns ERROR lines into events, it reported the exception already (the line
+    ``aiohttp.server`` logs); Sentry's dedupe then drops this second report.
     """
 
     def request_started(self, request: web.Request, mapping: Context) -> None:
@@ -97,10 +106,16 @@ class UnhandledErrorReporter:
     ) -> None:
         if error is None or response is None or response.status != 500:
             return  # raised HTTP errors and cancellations reach Sentry's own wrapper
-        client = sentry_sdk.get_client()
-        if not client.is_active():
+        if not sentry_sdk.get_client().is_active():
             return
-        event, hint = event_from_exception(
-            error, client_options=client.options, mechanism={"type": "aiohttp", "handled": False}
-        )
-        sentry_sdk.capture_event(event, hint=hint)
+        with sentry_sdk.new_scope() as scope:
+            scope.add_event_processor(_unhandled)
+            sentry_sdk.capture_exception(error)
+
+
+def _unhandled(event: Event, hint: Hint) -> Event:
+    """Marks the exception raised (the last of a chain) as one the application did not handle."""
+    values = event.get("exception", {}).get("values")
+    if values:
+        values[-1]["mechanism"] = {**values[-1].get("mechanism", {}), **_MECHANISM}
+    return event

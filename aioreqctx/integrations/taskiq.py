@@ -13,6 +13,11 @@ context: taskiq copies none into another process.)
 A retry (``SimpleRetryMiddleware``, ``SmartRetryMiddleware``) or ``Context.requeue()`` sends the
 labels the message arrived with and its task ID again, so the job keeps its IDs; the attempt is
 1 + taskiq's ``_retries`` + ``X-Taskiq-requeue`` counts.
+
+Two of these are taskiq's internals, not its documented API: the names of those two labels,
+and the receiver running ``pre_execute``, the task and ``post_execute`` in one task. The tests
+fail if they change: ``test_a_retried_task_keeps_its_ids_with_attempt_2`` and
+``test_the_workers_lines_carry_the_handlers_request_id`` in tests/test_taskiq.py.
 """
 
 from __future__ import annotations
