@@ -81,13 +81,6 @@ docs: $(VENV)/.installed
 docs-serve: $(VENV)/.installed
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --strict --dev-addr 127.0.0.1:8000
 
-# tests/test_sentry.py against the lowest sentry-sdk the range allows (requirements/sentry2.txt)
-# in .venv-sentry2: the locked set has sentry-sdk 3, whose tests `make pytest` runs.
-test-sentry2:
-	$(MAKE) --no-print-directory .venv-sentry2/.installed VENV=.venv-sentry2
-	.venv-sentry2/bin/uv pip install --quiet --python .venv-sentry2/bin/python -r requirements/sentry2.txt
-	.venv-sentry2/bin/pytest -q -p no:cacheprovider tests/test_sentry.py
-
 # One benchmark after the other, never in parallel (even under make -j): they share the cores.
 bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/tasks.py

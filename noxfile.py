@@ -24,7 +24,6 @@ from packaging.version import Version
 nox.options.default_venv_backend = "uv"
 nox.options.error_on_missing_interpreters = True
 nox.options.download_python = "never"
-nox.options.reuse_venv = "yes"
 
 ROOT = Path(__file__).resolve().parent
 RECORDS = ROOT / ".nox" / "versions"
@@ -92,7 +91,7 @@ INTEGRATION_TESTS = {
 # Tests that need the dev set's tools (build, gunicorn, every integration, the docs' examples).
 TOOL_TESTS = frozenset(
     {"test_docs.py", "test_demo.py", "test_bench.py", "test_packaging.py", "test_gunicorn.py"}
-    | {"test_integrations_layout.py"}
+    | {"test_integrations_layout.py", "test_reference.py", "test_versions.py"}
 )
 CORE_TESTS = tuple(
     str(path.relative_to(ROOT))
@@ -212,9 +211,12 @@ def table_rows() -> list[tuple[str, str, str]]:
     for suite in SUITES.values():
         for name in suite.tested:
             requirement, extra = RANGES[canonicalize_name(name)]
-            rows.append((name, f"`{extra}`" if extra else "core", f"`{requirement.specifier}`"))
-        # Not declared: the versions that the lowest and newest of the suite's own range install.
-        rows += [(name, rows[-1][1], f"as {suite.tested[0]} requires") for name in suite.companions]
+            clauses = sorted(map(str, requirement.specifier), key=lambda c: not c.startswith(">="))
+            rows.append((name, f"`{extra}`" if extra else "core", f"`{','.join(clauses)}`"))
+        # Not declared: the versions that the lowest and newest of the suite's range install.
+        rows += [
+            (name, rows[-1][1], f"installed with {suite.tested[0]}") for name in suite.companions
+        ]
     return rows
 
 
