@@ -2,9 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
-SOURCES := aioreqctx tests examples bench noxfile.py
+SOURCES := aioreqctx tests examples bench conftest.py noxfile.py
 
-.PHONY: lock demo serve test lint typecheck pytest test-all test-latest test-compat docs docs-serve bench bench-http bench-floors redis-server clean
+.PHONY: lock demo serve test lint typecheck pytest test-all test-latest test-compat docs docs-serve bench bench-http bench-floors redis-server postgresql clean
 
 # The dev/CI set is locked (every package, exact version and hash) in $(LOCK) by uv, which
 # also installs it: `make lock` refreshes the lock after a change to pyproject.toml.
@@ -27,7 +27,7 @@ lock:
 
 # The demo's job scenario needs redis-server; without it the demo says so and runs the rest.
 demo: $(VENV)/.installed
-	-$(MAKE) --no-print-directory redis-server
+	-@$(MAKE) --no-print-directory redis-server
 	$(VENV)/bin/python examples/demo.py
 
 # The demo's gateway on http://127.0.0.1:8080 (its backend on 8081) for trying with curl.
@@ -43,7 +43,7 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy --strict $(SOURCES)
 
-pytest: $(VENV)/.installed redis-server
+pytest: $(VENV)/.installed redis-server postgresql
 	$(VENV)/bin/pytest
 
 # pytest on every CPython 3.11+ that pyenv has, each in its own .venv-<version>.
@@ -59,7 +59,7 @@ test-all:
 # lock: an upstream release that breaks users fails here at the next landing. The dev extra's
 # caps (one redis-py for arq, taskiq-redis and kombu) still apply.
 PYTHON_LATEST = $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/3.13.*/bin/python)))
-test-latest: $(VENV)/.installed redis-server
+test-latest: $(VENV)/.installed redis-server postgresql
 	@test -n "$(PYTHON_LATEST)" || { echo "test-latest: no Python 3.13 under $(PYENV_ROOT)/versions"; exit 1; }
 	rm -rf .venv-latest
 	$(UV) venv --quiet --python $(PYTHON_LATEST) .venv-latest
@@ -69,7 +69,7 @@ test-latest: $(VENV)/.installed redis-server
 # Each integration's tests against the lowest and the newest version of its range (noxfile.py,
 # uv venvs under .nox), then docs/versions.md checked against what the sessions installed.
 # pyenv's interpreters go on PATH for nox to find 3.11 and 3.13.
-test-compat: $(VENV)/.installed redis-server
+test-compat: $(VENV)/.installed redis-server postgresql
 	rm -rf .nox/versions
 	PATH="$$(printf '%s:' $(PYENV_ROOT)/versions/3.1[1-9]*/bin)$$PATH" UV=$(abspath $(UV)) \
 	  $(VENV)/bin/nox --no-color
@@ -86,23 +86,34 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/tasks.py
 	$(MAKE) --no-print-directory bench-http
 
-# bench/http_middleware.py needs wrk, the job tests redis-server (Debian packages): installed on
-# first use, sudo unless root.
+# Programs from Debian's packages, installed on first use with apt-get (sudo unless root):
+# $(call debian-package,PACKAGE,WHAT NEEDS IT,ELSE[,PROBE]) runs ELSE after one line where there
+# is no apt-get; PROBE (default: the command PACKAGE on PATH) tells whether it is there.
+# redis-server (the job tests, the docs' job examples, the demo's job scenario) and postgresql
+# (the asyncpg tests; they start their own server): without them those tests skip, each saying
+# how to install it (CI fails instead); wrk and valgrind: the benches.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+define debian-package
+@$(or $(4),command -v $(1)) >/dev/null 2>&1 || if command -v apt-get >/dev/null; then \
+  echo "installing $(1) from Debian's packages (apt-get install $(1)) for $(2)"; \
+  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(1) >/dev/null; \
+else echo "no apt-get here: install $(1) with your package manager for $(2)"; $(3); fi
+endef
+
 redis-server:
-	command -v redis-server >/dev/null || $(SUDO) apt-get install -y redis-server || \
-	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y redis-server; }
+	$(call debian-package,redis-server,the job tests and the demo's job scenario,true)
+
+postgresql:
+	$(call debian-package,postgresql,the asyncpg tests,true,ls /usr/lib/postgresql/*/bin/initdb)
 
 bench-http: $(VENV)/.installed
-	command -v wrk >/dev/null || $(SUDO) apt-get install -y wrk || \
-	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y wrk; }
+	$(call debian-package,wrk,bench/http_middleware.py,exit 1)
 	$(VENV)/bin/python -m pip install --quiet -e '.[bench]'
 	$(VENV)/bin/python bench/http_middleware.py --together
 
 # Instruction counts under valgrind's callgrind: the floors behind bench/tasks.py's ratios.
 bench-floors: $(VENV)/.installed
-	command -v valgrind >/dev/null || $(SUDO) apt-get install -y valgrind || \
-	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y valgrind; }
+	$(call debian-package,valgrind,bench/floors.py,exit 1)
 	$(VENV)/bin/python bench/floors.py
 
 clean:

@@ -87,11 +87,13 @@ INTEGRATION_TESTS = {
     "celery": "tests/test_celery.py",
     "otel": "tests/test_otel.py",
     "prometheus": "tests/test_prometheus.py",
+    "asyncpg": "tests/test_asyncpg.py",
 }
 # Tests that need the dev set's tools (build, gunicorn, every integration, the docs' examples).
 TOOL_TESTS = frozenset(
     {"test_docs.py", "test_demo.py", "test_bench.py", "test_packaging.py", "test_gunicorn.py"}
     | {"test_integrations_layout.py", "test_reference.py", "test_versions.py"}
+    | {"test_debug_on_demand.py", "test_layers.py"}
 )
 CORE_TESTS = tuple(
     str(path.relative_to(ROOT))
@@ -121,6 +123,7 @@ SUITES = {
         needs=("opentelemetry-sdk",),
     ),
     "prometheus": Suite(("prometheus-client",), (INTEGRATION_TESTS["prometheus"],)),
+    "asyncpg": Suite(("asyncpg",), (INTEGRATION_TESTS["asyncpg"],)),
 }
 
 
@@ -142,7 +145,10 @@ def _install_and_test(session: nox.Session, suite: Suite, end: str, cap: str | N
             *map(_requirement, suite.tested),
             *suite.companions,
         )
-    base = ("pytest", "pytest-aiohttp") + (("uvloop",) if "uvloop" not in suite.tested else ())
+    # The root conftest.py loads Sybil (docs blocks) and pytest-redis (the Redis fixtures).
+    base = ("pytest", "pytest-aiohttp", "pytest-redis", "sybil") + (
+        ("uvloop",) if "uvloop" not in suite.tested else ()
+    )
     session.install(
         "-e", ".", *map(_requirement, (*suite.tested, *base, *suite.needs)), *([cap] if cap else [])
     )
@@ -162,12 +168,13 @@ def _install_and_test(session: nox.Session, suite: Suite, end: str, cap: str | N
             session.error(f"{name} {installed} is outside pyproject's {declared}")
         if end == "lowest" and installed != lower_bound(declared):
             session.error(f"{name} {installed} installed, not the lower bound of {declared}")
-    RECORDS.mkdir(parents=True, exist_ok=True)
-    (RECORDS / f"{session.name}.json").write_text(json.dumps({"end": end, **record}, indent=1))
     session.log(f"installed: {record['versions']}")
     # A hang (an old release against a new redis-py, say) fails the session instead of the run.
     pytest = ("pytest", "-q", "-p", "no:cacheprovider", *suite.tests, *session.posargs)
     session.run("timeout", "-s", "INT", "-k", "10", str(SESSION_TIMEOUT), *pytest, external=True)
+    # Only what passed is recorded as tested.
+    RECORDS.mkdir(parents=True, exist_ok=True)
+    (RECORDS / f"{session.name}.json").write_text(json.dumps({"end": end, **record}, indent=1))
 
 
 def _register(name: str, suite: Suite, end: str, pythons: tuple[str, ...], cap: str | None) -> None:

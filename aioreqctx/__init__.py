@@ -2,14 +2,36 @@
 
 ``import aioreqctx as context`` offers everything aiotask-context 0.6.1 did, working on
 Python 3.11 to 3.14, under uvloop and with eager tasks.
+
+The whole public API at a glance, by layer. The rest is public in its namespace:
+``aioreqctx.keys``, ``aioreqctx.log``, ``aioreqctx.events``, ``aioreqctx.propagation``,
+``aioreqctx.web``, ``aioreqctx.testing``, ``aioreqctx.integrations.*``. The context engine is
+imported here; the names of the other layers load on first use, so a job worker or a plain
+asyncio program that never touches the server does not pay for aiohttp.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from .access_log import AccessLogger, access_logger_for
-from .app_setup import setup
-from .client import ClientPropagation, DeadlineExceeded
-from .collectors import BufferedCollector, LoggingCollector
+from typing import TYPE_CHECKING
+
+from . import keys
+from ._core.deadline import remaining_time
+from ._core.factories import (
+    TaskFactory,
+    chainmap_task_factory,
+    copying_task_factory,
+    task_factory_for,
+)
+from ._core.ids import is_safe_request_id, is_valid_request_id, new_request_id
+from ._core.jobs import unit_of_work
+from ._core.layered import LayeredContext
+from ._core.lazy import lazy_names
+from ._core.options import OptionError
+from ._core.request_view import RequestContext
+from ._core.serving_loop import loop_factory
+from ._core.store import NO_LOOP_EXCEPTION_MSG, Context, clear, get, scope, set  # noqa: A004
+from ._core.threads import bind_context, run_in_executor
+from ._core.timing import OperationTimings, elapsed_ms, timed_operation
 from .compat import (
     PY37,
     asyncio_current_task,
@@ -18,149 +40,135 @@ from .compat import (
     logger,
     task_factory,
 )
-from .deadline import (
-    DEADLINE_HEADER,
-    DeadlineObserver,
-    deadline_timeout,
-    remaining_time,
-)
-from .factories import (
-    EAGER_TASKS_SUPPORTED,
-    TaskFactory,
-    chainmap_task_factory,
-    copying_task_factory,
-    task_factory_for,
-)
-from .ids import is_safe_request_id, is_valid_request_id, new_request_id, trace_id_of
-from .inflight import InFlightEntry, InFlightRegistry
-from .job_context import JobEvents, JobPropagation, JobScope
-from .jobs import request_context
-from .jsonsafe import json_safe
-from .keys import (
-    DEADLINE,
-    JOB_ATTEMPT,
-    JOB_ID,
-    JOB_NAME,
-    OPERATIONS,
-    PARENT_JOB_ID,
-    REJECTED_REQUEST_ID,
-    REQUEST_ID,
-    START_MONOTONIC,
-    START_TIME,
-)
-from .layered import LayeredContext
-from .lifecycle import (
-    ClientDisconnected,
-    ConnectionCompleted,
-    ConnectionOpened,
-    LifecycleCollector,
-    LifecycleEvent,
-    NoopCollector,
-    RequestStarted,
-    ResponseCompleted,
-    next_connection_id,
-)
-from .logging_context import LogContext, log_context
-from .middleware import (
-    CLIENT_CLOSED_REQUEST,
-    REQUEST_CONTEXT,
-    UNHANDLED_ERROR,
-    UNTRUSTED_PEER,
-    RequestIdMiddleware,
-    request_id_middleware,
-)
-from .observers import RequestObserver
-from .request_events import RequestEvents, level_for_status
-from .request_view import RequestContext
-from .serving_loop import loop_factory
-from .stdlib_logging import RequestContextFilter, install_log_record_factory
-from .store import NO_LOOP_EXCEPTION_MSG, Context, clear, get, scope, set  # noqa: A004
-from .structlog_processor import add_event_fields, add_request_context, request_context_processor
-from .threads import bind_context, run_in_executor
-from .timing import OperationTimings, elapsed_ms, timed_operation
+from .keys import REQUEST_ID
 
-__all__ = [
-    "CLIENT_CLOSED_REQUEST",
-    "DEADLINE",
-    "DEADLINE_HEADER",
-    "EAGER_TASKS_SUPPORTED",
-    "JOB_ATTEMPT",
-    "JOB_ID",
-    "JOB_NAME",
-    "NO_LOOP_EXCEPTION_MSG",
-    "OPERATIONS",
-    "PARENT_JOB_ID",
-    "PY37",
-    "REJECTED_REQUEST_ID",
-    "REQUEST_CONTEXT",
+if TYPE_CHECKING:
+    from . import events as events
+    from . import log as log
+    from . import propagation as propagation
+    from . import web as web
+    from .events import BufferedCollector, LoggingCollector
+    from .log import (
+        RequestContextFilter,
+        add_request_context,
+        install_log_record_factory,
+        log_context,
+        request_context_processor,
+    )
+    from .propagation import (
+        ClientPropagation,
+        DeadlineExceeded,
+        JobEvents,
+        JobPropagation,
+        deadline_timeout,
+    )
+    from .web import (
+        AccessLogger,
+        DeadlineObserver,
+        InFlightRegistry,
+        RequestEvents,
+        RequestIdMiddleware,
+        RequestObserver,
+        setup,
+    )
+
+__version__ = "0.1.0"
+
+__all__ = (  # noqa: RUF022 - grouped by layer, sorted within a group
+    # The context: one mapping per unit of work, read and written from any of its tasks.
     "REQUEST_ID",
-    "START_MONOTONIC",
-    "START_TIME",
-    "UNHANDLED_ERROR",
-    "UNTRUSTED_PEER",
-    "AccessLogger",
-    "BufferedCollector",
-    "ClientDisconnected",
-    "ClientPropagation",
-    "ConnectionCompleted",
-    "ConnectionOpened",
     "Context",
-    "DeadlineExceeded",
-    "DeadlineObserver",
-    "InFlightEntry",
-    "InFlightRegistry",
-    "JobEvents",
-    "JobPropagation",
-    "JobScope",
+    "clear",
+    "get",
+    "keys",
+    "scope",
+    "set",
+    # Tasks and threads: how the context reaches the work a unit of work starts.
     "LayeredContext",
-    "LifecycleCollector",
-    "LifecycleEvent",
-    "LogContext",
-    "LoggingCollector",
-    "NoopCollector",
+    "TaskFactory",
+    "bind_context",
+    "chainmap_task_factory",
+    "copying_task_factory",
+    "loop_factory",
+    "run_in_executor",
+    "task_factory",
+    "task_factory_for",
+    # A unit of work: an HTTP request, a job, a CLI command; its ID, timings and deadline.
     "OperationTimings",
     "RequestContext",
+    "elapsed_ms",
+    "remaining_time",
+    "timed_operation",
+    "unit_of_work",
+    # The request-ID policy.
+    "is_safe_request_id",
+    "is_valid_request_id",
+    "new_request_id",
+    # A misconfiguration, refused at set-up by every constructor, names the option.
+    "OptionError",
+    # Logging (aioreqctx.log).
     "RequestContextFilter",
+    "add_request_context",
+    "install_log_record_factory",
+    "log_context",
+    "request_context_processor",
+    # Lifecycle events (aioreqctx.events).
+    "BufferedCollector",
+    "LoggingCollector",
+    # Propagation: aiohttp client calls and job queues (aioreqctx.propagation).
+    "ClientPropagation",
+    "DeadlineExceeded",
+    "JobEvents",
+    "JobPropagation",
+    "deadline_timeout",
+    # The aiohttp server (aioreqctx.web).
+    "AccessLogger",
+    "DeadlineObserver",
+    "InFlightRegistry",
     "RequestEvents",
     "RequestIdMiddleware",
     "RequestObserver",
-    "RequestStarted",
-    "ResponseCompleted",
-    "TaskFactory",
-    "__version__",
-    "access_logger_for",
-    "add_event_fields",
-    "add_request_context",
-    "asyncio_current_task",
-    "bind_context",
-    "chainmap_context_factory",
-    "chainmap_task_factory",
-    "clear",
-    "copying_task_factory",
-    "deadline_timeout",
-    "dict_context_factory",
-    "elapsed_ms",
-    "get",
-    "install_log_record_factory",
-    "is_safe_request_id",
-    "is_valid_request_id",
-    "json_safe",
-    "level_for_status",
-    "log_context",
-    "logger",
-    "loop_factory",
-    "new_request_id",
-    "next_connection_id",
-    "remaining_time",
-    "request_context",
-    "request_context_processor",
-    "request_id_middleware",
-    "run_in_executor",
-    "scope",
-    "set",
     "setup",
-    "task_factory",
-    "task_factory_for",
-    "timed_operation",
-    "trace_id_of",
-]
+    # aiotask-context 0.6.1, for ``import aioreqctx as context`` (with the factories and
+    # get/set/clear above).
+    "NO_LOOP_EXCEPTION_MSG",
+    "PY37",
+    "asyncio_current_task",
+    "chainmap_context_factory",
+    "dict_context_factory",
+    "logger",
+    "__version__",
+)
+
+__getattr__, __dir__ = lazy_names(
+    __name__,
+    {
+        ".events": ("events", "BufferedCollector", "LoggingCollector"),
+        ".log": (
+            "log",
+            "RequestContextFilter",
+            "add_request_context",
+            "install_log_record_factory",
+            "log_context",
+            "request_context_processor",
+        ),
+        ".propagation": (
+            "propagation",
+            "ClientPropagation",
+            "DeadlineExceeded",
+            "JobEvents",
+            "JobPropagation",
+            "deadline_timeout",
+        ),
+        ".web": (
+            "web",
+            "AccessLogger",
+            "DeadlineObserver",
+            "InFlightRegistry",
+            "RequestEvents",
+            "RequestIdMiddleware",
+            "RequestObserver",
+            "setup",
+        ),
+    },
+)

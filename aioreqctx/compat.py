@@ -1,7 +1,7 @@
 """The aiotask-context 0.6.1 names that only exist so ``import aioreqctx as context`` works.
 
 Nothing else in aioreqctx builds on this module. New code should use ``aioreqctx.get``/``set``,
-the three task factories, ``task_factory_for`` and ``aioreqctx.inheritance``.
+the three task factories, ``task_factory_for`` and ``LayeredContext``.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import inheritance
-from .factories import CoroutineLike, spawn
-from .store import Context
+from ._core import inheritance
+from ._core.factories import CoroutineLike, spawn
+from ._core.store import Context
 
 PY37 = True
 """Always true: aiotask-context used it to pick an asyncio API; aioreqctx needs 3.11+."""

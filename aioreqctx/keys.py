@@ -36,3 +36,10 @@ JOB_ATTEMPT = "aioreqctx.job_attempt"
 
 PARENT_JOB_ID = "aioreqctx.parent_job_id"
 """In a job enqueued by another job: the enqueuing job's ID; absent otherwise."""
+
+ROUTE = "aioreqctx.route"
+"""The request's route: its aiohttp resource pattern (``/users/{id}``), set by the observers
+that need it (the in-flight registry, ``aioreqctx.integrations.asyncpg``); absent otherwise."""
+
+PARENT_REQUEST_ID = "aioreqctx.parent_request_id"
+"""In one WebSocket message (``aioreqctx.web.messages``): the connection's request ID."""

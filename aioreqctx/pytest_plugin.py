@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from .logging_context import pushed_layer
-from .snapshot import snapshot
-from .store import current_mapping
+from ._core.snapshot import snapshot
+from ._core.store import current_mapping
+from .log.logging_context import pushed_layer
 from .testing import CapturedLogs, RequestIdCheck, capture_logs
 
 
@@ -52,11 +52,13 @@ AiohttpClient = Callable[..., Awaitable[Any]]
 
 @pytest.fixture
 def aioreqctx_client(aiohttp_client: AiohttpClient) -> AiohttpClient:
-    """Like pytest-aiohttp's ``aiohttp_client``; every response it gets must carry one valid
-    ``X-Request-ID`` (the one sent, if any). The check is the client's ``request_id_check``."""
+    """Like pytest-aiohttp's ``aiohttp_client``; every response it gets must carry one safe
+    ``X-Request-ID`` (the one sent, if the app's validator accepts it), checked with the app's
+    own header and validator. The check is the client's ``request_id_check``."""
 
     async def make_client(app_or_server: Any, **kwargs: Any) -> Any:
-        check = RequestIdCheck()
+        # A TestServer serves .app; a RawTestServer has none (then: the stock check).
+        check = RequestIdCheck.for_app(getattr(app_or_server, "app", app_or_server))
         kwargs["middlewares"] = (*kwargs.get("middlewares", ()), check)
         client = await aiohttp_client(app_or_server, **kwargs)
         client.request_id_check = check

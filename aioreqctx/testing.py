@@ -9,20 +9,23 @@ middleware that fails a test on any response without exactly one valid ``X-Reque
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from aiohttp import ClientRequest, ClientResponse
+from aiohttp import ClientRequest, ClientResponse, web
 from aiohttp.client_middlewares import ClientHandlerType
 
 from . import keys
-from .ids import is_valid_request_id
-from .log_fields import DEFAULT_REQUEST_ID
-from .stdlib_logging import RequestContextFilter
-from .structlog_processor import request_context_processor
+from ._core.ids import is_safe_request_id, is_valid_request_id
+from ._core.options import HEADER_NAME, check
+from .log.fields import DEFAULT_REQUEST_ID
+from .log.processors import request_context_processor
+from .log.stdlib import RequestContextFilter
+from .web.app import MIDDLEWARE
+from .web.middleware import RequestIdMiddleware
 
 _RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -94,16 +97,36 @@ def capture_logs(
 
 @dataclass
 class RequestIdCheck:
-    """An aiohttp client middleware for tests: every response must carry exactly one valid
-    ``header``, equal to the one the request sent when that was valid; otherwise the call
-    raises ``AssertionError``. ``ids`` lists the IDs received, in order.
+    """An aiohttp client middleware for tests: every response must carry exactly one
+    ``header`` holding a safe ID (``is_safe_request_id``, the floor under whatever a custom
+    generator makes), equal to the one the request sent when ``validator`` (the app's, by
+    default the stock one) accepts it; otherwise the call raises ``AssertionError``. ``ids``
+    lists the IDs received, in order.
 
-    ``await aiohttp_client(app, middlewares=(RequestIdCheck(),))`` with pytest-aiohttp, or the
-    plugin's ``aioreqctx_client`` fixture.
+    ``await aiohttp_client(app, middlewares=(RequestIdCheck.for_app(app),))`` with
+    pytest-aiohttp, or the plugin's ``aioreqctx_client`` fixture (which does that).
     """
 
     header: str = keys.REQUEST_ID
+    validator: Callable[[str], bool] = is_valid_request_id
     ids: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check("RequestIdCheck", "header", self.header, HEADER_NAME)
+        check("RequestIdCheck", "validator", self.validator)
+
+    @classmethod
+    def for_app(cls, app: object) -> RequestIdCheck:
+        """The check for ``app``: its middleware's response header and validator (the stock
+        check for anything else)."""
+        if not isinstance(app, web.Application):
+            return cls()
+        middleware = app.get(MIDDLEWARE) or next(
+            (each for each in app.middlewares if isinstance(each, RequestIdMiddleware)), None
+        )
+        if middleware is None:
+            return cls()
+        return cls(header=middleware.response_header, validator=middleware.validator)
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         sent = request.headers.get(self.header)
@@ -112,9 +135,16 @@ class RequestIdCheck:
         where = f"{request.method} {request.url.path_qs} answered {response.status}"
         if len(received) != 1:
             raise AssertionError(f"{where} with {len(received)} {self.header} headers, not 1")
-        if not is_valid_request_id(received[0]):
+        if not is_safe_request_id(received[0]):
             raise AssertionError(f"{where} with an unsafe {self.header}: {received[0]!r}")
-        if sent is not None and is_valid_request_id(sent) and received[0] != sent:
+        if sent is not None and self._accepted(sent) and received[0] != sent:
             raise AssertionError(f"{where} with {self.header} {received[0]!r}, sent {sent!r}")
         self.ids.append(received[0])
         return response
+
+    def _accepted(self, sent: str) -> bool:
+        """Whether the app keeps ``sent`` as the request's ID (a validator that raises: no)."""
+        try:
+            return is_safe_request_id(sent) and bool(self.validator(sent))
+        except Exception:  # noqa: BLE001 - the middleware counts it as invalid too
+            return False

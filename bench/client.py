@@ -75,7 +75,7 @@ async def one_run(
     """CPU and wall seconds per request for ``requests`` sequential GETs."""
     initial: dict[str, Any] = {aioreqctx.REQUEST_ID: "bench-0001"}
     if deadline:
-        initial[aioreqctx.DEADLINE] = time.monotonic() + 3600
+        initial[aioreqctx.keys.DEADLINE] = time.monotonic() + 3600
     with aioreqctx.scope(initial):
         cpu, wall = time.process_time(), time.perf_counter()
         for _ in range(requests):

@@ -15,7 +15,7 @@ of its own, started by this file (``python bench/http_middleware.py serve --vari
    the loop. It only works on Python 3.11 with asyncio: aiohttp 3.14 on 3.12+ builds request
    tasks with ``asyncio.Task`` directly, bypassing the factory (``AttributeError``), and
    uvloop passes the factory ``context=`` (``TypeError``). There it is skipped, with the error.
-4. ``aioreqctx``: ``middlewares=[aioreqctx.request_id_middleware]``, no incoming ID.
+4. ``aioreqctx``: ``middlewares=[aioreqctx.web.request_id_middleware]``, no incoming ID.
 5. ``aioreqctx+header``: the same, each request carrying a valid ``X-Request-ID`` (wrk ``-H``).
 6. ``aioreqctx setup+server_timing``: ``aioreqctx.setup(app, server_timing=True)``.
 7. ``aioreqctx setup``: ``aioreqctx.setup(app)``, the base of the variants below (their ratios
@@ -99,6 +99,7 @@ from sentry_sdk.transport import Transport
 from tasks import Bound, expected, render, target  # bench/tasks.py: a script sees its folder
 
 import aioreqctx
+from aioreqctx._core.request_view import REQUESTS_LOGGER
 
 HOST = "127.0.0.1"
 KEY = "X-Request-ID"
@@ -191,14 +192,14 @@ def app_with_filtered_logging(handler: Handler) -> web.Application:
 def app_with_issue_options(handler: Handler) -> web.Application:
     """Issue 13's full configuration: Server-Timing, request events (their logger filtering
     them out) and the in-flight registry."""
-    filtered_logger(aioreqctx.request_view.REQUESTS_LOGGER)
+    filtered_logger(REQUESTS_LOGGER)
     options = {"server_timing": True, "request_events": True}
     return app_with_setup(handler, **options, registry=aioreqctx.InFlightRegistry())
 
 
 def app_with_every_observer(handler: Handler) -> web.Application:
     """Every observer on and writing (to /dev/null): what bench/memory.py serves."""
-    for name in (aioreqctx.request_view.REQUESTS_LOGGER, "aioreqctx.lifecycle"):
+    for name in (REQUESTS_LOGGER, "aioreqctx.lifecycle"):
         logger = logging.getLogger(name)
         logger.setLevel(logging.DEBUG)
         logger.propagate = False
@@ -316,14 +317,14 @@ VARIANTS = (
     Variant("sentry AioHttpIntegration", app_with_sentry),
     ours(
         "aioreqctx",
-        lambda handler: plain_app(handler, aioreqctx.request_id_middleware),
+        lambda handler: plain_app(handler, aioreqctx.web.request_id_middleware),
         expect=ID_HEADER,
         bound=target(1.05),
         base=NOOP,
     ),
     ours(
         "aioreqctx+header",
-        lambda handler: plain_app(handler, aioreqctx.request_id_middleware),
+        lambda handler: plain_app(handler, aioreqctx.web.request_id_middleware),
         bound=target(1.05),
         base=NOOP,
         send=SEND_ID,
@@ -365,7 +366,7 @@ VARIANTS = (
     ),
     ours(
         "setup+NoopCollector",
-        partial(app_with_setup, collector=aioreqctx.NoopCollector()),
+        partial(app_with_setup, collector=aioreqctx.events.NoopCollector()),
         expect=ID_HEADER,
         bound=target(1.03),
         base=SETUP,

@@ -40,12 +40,10 @@ import pickle
 import platform
 import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import timeit
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -55,10 +53,12 @@ from importlib.metadata import version
 from time import perf_counter
 from typing import Any
 
+import port_for
 import redis
 from arq import Worker, create_pool
 from arq.connections import ArqRedis, RedisSettings
 from celery import Celery
+from mirakuru import TCPExecutor
 from taskiq import AsyncBroker, TaskiqMessage, TaskiqMiddleware, TaskiqResult
 from taskiq.receiver import Receiver
 from taskiq_redis import ListQueueBroker
@@ -77,29 +77,17 @@ WORKER_CONCURRENCY = 100
 
 @contextmanager
 def private_redis() -> Iterator[int]:
-    """A redis-server for this run only; yields its port."""
+    """A redis-server for this run only, on a free port (port-for); mirakuru starts it, waits
+    until the port accepts connections and stops it afterwards. Yields its port."""
     executable = shutil.which("redis-server")
     if executable is None:
         sys.exit("redis-server is not installed: apt-get install -y redis-server")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
+    port = port_for.select_random()
     with tempfile.TemporaryDirectory(prefix="aioreqctx-bench-") as directory:
         options = ["--bind", "127.0.0.1", "--port", str(port), "--dir", directory, "--save", ""]
-        process = subprocess.Popen([executable, *options], stdout=subprocess.DEVNULL)
-        client = redis.Redis(port=port)
-        try:
-            for _ in range(200):
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.05)
+        command = [executable, *options]
+        with TCPExecutor(command, "127.0.0.1", port, timeout=10, stdout=subprocess.DEVNULL):
             yield port
-        finally:
-            client.close()
-            process.terminate()
-            process.wait(timeout=10)
 
 
 async def noop(ctx: dict[str, Any], n: int) -> None:

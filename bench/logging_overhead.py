@@ -36,7 +36,7 @@ from importlib.metadata import version
 import structlog
 
 import aioreqctx
-from aioreqctx.store import current_mapping
+from aioreqctx._core.store import current_mapping
 
 REQUEST_ID = "0b6f4c1e-9d1a-4a57-8f0e-2c51d6a7b3e9"
 UNRELATED: list[contextvars.ContextVar[int]] = [

@@ -34,11 +34,11 @@ from tasks import render
 
 import aioreqctx
 from aioreqctx import keys
-from aioreqctx.middleware import REQUEST_CONTEXT
-from aioreqctx.request_view import REQUESTS_LOGGER
-from aioreqctx.server_events import ServerEvents
-from aioreqctx.store import current_mapping, enter
-from aioreqctx.timing import OperationTimings, server_timing_header
+from aioreqctx._core.request_view import REQUESTS_LOGGER
+from aioreqctx._core.store import current_mapping, enter
+from aioreqctx._core.timing import OperationTimings, server_timing_header
+from aioreqctx.web.middleware import CONTEXT_MAPPING, OWN_RECORD
+from aioreqctx.web.server_events import ServerEvents
 
 KEY = istr(keys.REQUEST_ID)
 RID, START, WALL, OPS = keys.REQUEST_ID, keys.START_MONOTONIC, keys.START_TIME, keys.OPERATIONS
@@ -54,7 +54,7 @@ OPERATIONS: tuple[tuple[str, str, str], ...] = (
     ("middleware", "OperationTimings()", "OperationTimings()"),
     ("middleware", "the mapping (4 keys)", "{RID: 1, START: 2, WALL: 3, OPS: 4}"),
     ("middleware", "store.enter(mapping)", "enter(mapping)"),
-    ("middleware", "request[REQUEST_CONTEXT] = mapping", "request[REQUEST_CONTEXT] = mapping"),
+    ("middleware", "request[CONTEXT_MAPPING] = mapping", "request[CONTEXT_MAPPING] = mapping"),
     ("middleware", "response.prepared", "response.prepared"),
     ("middleware", "response.headers[ID] = id", "response.headers[KEY] = INCOMING_ID"),
     ("setup", "on_response_prepare (label)", "drive(setup.on_response_prepare(request, response))"),
@@ -95,7 +95,8 @@ def namespace() -> dict[str, Any]:
         keys.START_TIME: time(),
         keys.OPERATIONS: OperationTimings(),
     }
-    request[REQUEST_CONTEXT] = mapping
+    request[CONTEXT_MAPPING] = mapping
+    request[OWN_RECORD] = (INCOMING_ID, perf_counter(), OperationTimings())
     events = aioreqctx.RequestEvents(logger=filtered("bench.floor.events"))
     registry = aioreqctx.InFlightRegistry()
     filtered("bench.floor.lifecycle")
@@ -110,7 +111,7 @@ def namespace() -> dict[str, Any]:
         return both
 
     return {
-        **{"KEY": KEY, "INCOMING_ID": INCOMING_ID, "REQUEST_CONTEXT": REQUEST_CONTEXT},
+        **{"KEY": KEY, "INCOMING_ID": INCOMING_ID, "CONTEXT_MAPPING": CONTEXT_MAPPING},
         **{"RID": keys.REQUEST_ID, "START": keys.START_MONOTONIC, "WALL": keys.START_TIME},
         **{"OPS": keys.OPERATIONS, "request": request, "response": response, "mapping": mapping},
         "valid": aioreqctx.is_valid_request_id,
@@ -144,7 +145,7 @@ STEPS = (
     "OperationTimings()",
     "the mapping",
     "store.enter(mapping)",
-    "request[REQUEST_CONTEXT] = mapping",
+    "request[CONTEXT_MAPPING] = mapping",
     "response.prepared + the response header",
 )
 
@@ -168,7 +169,7 @@ def lean(without: str = "") -> Callable[[web.Request, Handler], Awaitable[web.St
         if entering:
             enter(mapping)
         if keyed:
-            request[REQUEST_CONTEXT] = mapping
+            request[CONTEXT_MAPPING] = mapping
         response = await handler(request)
         if label and not response.prepared:
             response.headers[KEY] = request_id
@@ -204,7 +205,7 @@ async def whole(count: int, rounds: int) -> list[tuple[str, float]]:
         "noop middleware": (noop, None),
         "the default middleware's steps, inline": (lean(), None),
         **{f"  the same without {step}": (lean(step), None) for step in STEPS},
-        "request_id_middleware": (aioreqctx.request_id_middleware, None),
+        "request_id_middleware": (aioreqctx.web.request_id_middleware, None),
         "setup(app)": (setup, setup.on_response_prepare),
         "setup(app, server_timing, events@WARNING, registry)": (full, full.on_response_prepare),
     }

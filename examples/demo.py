@@ -22,7 +22,6 @@ import asyncio
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout
+from mirakuru import UnixSocketExecutor
 
 SERVICES = Path(__file__).with_name("services.py")
 FACTORIES = ["task_factory", "copying_task_factory", "chainmap_task_factory"]
@@ -100,7 +100,10 @@ class Service:
 
 @contextmanager
 def redis_server() -> Iterator[str | None]:
-    """A private redis-server on a unix socket; yields its path, or None if not installed."""
+    """A private redis-server on a unix socket; yields its path, or None if not installed.
+
+    mirakuru starts it, waits until the socket accepts connections and stops it afterwards.
+    """
     executable = shutil.which("redis-server")
     if executable is None:
         yield None
@@ -109,27 +112,8 @@ def redis_server() -> Iterator[str | None]:
         path = str(Path(directory, "redis.sock"))
         command = [executable, "--port", "0", "--unixsocket", path, "--dir", directory,
                    "--save", "", "--appendonly", "no", "--logfile", ""]  # fmt: skip
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        try:
-            wait_for_ping(path, process)
+        with UnixSocketExecutor(command, path, timeout=10, stdout=subprocess.DEVNULL):
             yield path
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
-
-
-def wait_for_ping(path: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 10
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            with socket.socket(socket.AF_UNIX) as connection:
-                connection.connect(path)
-                connection.sendall(b"PING\r\n")
-                if connection.recv(64).startswith(b"+PONG"):
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
 
 
 @contextmanager

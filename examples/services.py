@@ -83,7 +83,7 @@ def configure_logging(service: str) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[context.add_event_fields, *shared],
+            foreign_pre_chain=[context.log.add_event_fields, *shared],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
@@ -271,7 +271,7 @@ async def serve(apps: list[tuple[str, Callable[[], web.Application], int]]) -> N
     runners = []
     try:
         for name, make_app, port in apps:
-            access_log = context.access_logger_for(structlog.get_logger("aiohttp.access"))
+            access_log = context.web.access_logger_for(structlog.get_logger("aiohttp.access"))
             runner = web.AppRunner(make_app(), access_log_class=access_log)
             named = SERVICE.set(name)
             try:

@@ -37,7 +37,9 @@ app.conf.update(
     worker_hijack_root_logger=True,
 )
 
-propagation = aioreqctx.JobPropagation(context_keys=("tenant",), events=aioreqctx.JobEvents())
+propagation = aioreqctx.JobPropagation(
+    context_keys=("tenant",), events=aioreqctx.JobEvents(), carry_deadline=True
+)
 uninstall = setup_celery(propagation)
 
 logger = logging.getLogger("tests.celery_app")

@@ -11,9 +11,9 @@ import uvloop
 
 import aioreqctx as context
 
-from .redis_server import redis_server
+from .postgres_server import postgres_server
 
-__all__ = ["LoopFactory", "redis_server", "run"]
+__all__ = ["LoopFactory", "postgres_server", "run"]
 
 T = TypeVar("T")
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]

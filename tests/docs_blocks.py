@@ -1,4 +1,8 @@
-"""The code blocks of the README and docs/, and what each one says it prints.
+"""The code blocks of the README and docs/, run by Sybil: each program is one test.
+
+The root conftest.py hands README.md and docs/*.md to :data:`DOCS`, whose parser (Sybil's
+Markdown fence lexer plus the grouping below) makes every ```python block, with the blocks that
+go with it, one Sybil example, reported at its file and line; :func:`evaluate` runs it.
 
 The conventions, so that the docs stay copy-pasteable and the test can still check them:
 
@@ -23,15 +27,31 @@ The conventions, so that the docs stay copy-pasteable and the test can still che
 
 from __future__ import annotations
 
+import http.client
+import os
 import re
 import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+from sybil import Document, Region, Sybil
+from sybil import Example as SybilExample
+from sybil.parsers.markdown.lexers import RawFencedCodeBlockLexer
+
+from aioreqctx import is_valid_request_id
+
 ROOT = Path(__file__).resolve().parent.parent
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+RUNNER = Path(__file__).with_name("docs_runner.py")
+TIMEOUT = 60.0
 
-FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>[\w-]*)(?P<info>.*)$")
+FENCES = RawFencedCodeBlockLexer(info_pattern=re.compile(r"(?P<lang>[\w-]*)(?P<info>[^\n]*)\n"))
 OUTPUT_INFO = 'title="Output"'
 TRY_IT_INFO = 'title="Try it"'
 FILE_TITLE = re.compile(r'title="(?P<name>[\w.-]+\.\w+)"')
@@ -48,11 +68,15 @@ _PLACEHOLDER = re.compile("|".join(re.escape(name) for name in PLACEHOLDERS))
 
 @dataclass
 class Fence:
+    """One fenced block: where it is (``start``/``end`` in the page's text), its info string."""
+
     path: Path
     line: int
     lang: str
     info: str
     body: str
+    start: int
+    end: int
 
 
 @dataclass
@@ -73,10 +97,7 @@ class Example:
     requests: list[Request] = field(default_factory=list)
     output: Fence | None = None
     files: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return f"{self.code.path.relative_to(ROOT)}:{self.code.line}"
+    end: int = 0
 
     @property
     def test_file(self) -> str | None:
@@ -88,22 +109,16 @@ class Example:
         return "web.run_app(" in self.code.body
 
 
-def fences(path: Path) -> list[Fence]:
-    found: list[Fence] = []
-    lines = path.read_text().splitlines()
-    index = 0
-    while index < len(lines):
-        match = FENCE.match(lines[index])
-        index += 1
-        if match is None:
-            continue
-        start, indent, body = index, len(match["indent"]), []
-        while index < len(lines) and lines[index].strip() != "```":
-            body.append(lines[index][indent:])
-            index += 1
-        index += 1
-        found.append(Fence(path, start, match["lang"], match["info"].strip(), "\n".join(body)))
-    return found
+def fences(document: Document) -> Iterator[Fence]:
+    """The page's fenced blocks, as Sybil's Markdown lexer finds them."""
+    for region in FENCES(document):
+        line = document.text.count("\n", 0, region.start) + 1
+        lexemes = region.lexemes
+        body = str(lexemes["source"]).removesuffix("\n")
+        path = Path(document.path)
+        yield Fence(
+            path, line, lexemes["lang"], lexemes["info"].strip(), body, region.start, region.end
+        )
 
 
 def parse_curl(command: str, expected_body: str) -> Request:
@@ -144,14 +159,14 @@ def parse_try_it(fence: Fence) -> list[Request]:
     return requests
 
 
-def examples(path: Path) -> list[Example]:
-    """The python blocks of ``path``; raises on an Output or Try-it block that has no program."""
+def examples(document: Document) -> list[Example]:
+    """The python blocks of a page; raises on an Output or Try-it block that has no program."""
     found: list[Example] = []
     previous: Example | None = None
     files: dict[str, str] = {}
-    for fence in fences(path):
+    for fence in fences(document):
         if fence.lang == "python":
-            previous = Example(fence, files=files)
+            previous = Example(fence, files=files, end=fence.end)
             found.append(previous)
             files = {}
             continue
@@ -161,7 +176,8 @@ def examples(path: Path) -> list[Example]:
             continue
         if OUTPUT_INFO in fence.info or TRY_IT_INFO in fence.info:
             if previous is None or previous.output is not None:
-                raise ValueError(f"{path.name}:{fence.line}: no python block before it")
+                raise ValueError(f"{fence.path.name}:{fence.line}: no python block before it")
+            previous.end = fence.end
             if TRY_IT_INFO in fence.info:
                 previous.requests = parse_try_it(fence)
             else:
@@ -172,8 +188,10 @@ def examples(path: Path) -> list[Example]:
     return found
 
 
-def all_examples() -> list[Example]:
-    return [example for path in DOC_FILES for example in examples(path)]
+def parse(document: Document) -> Iterator[Region]:
+    """Sybil's parser: one region per program, from its block to its last Try-it/Output."""
+    for example in examples(document):
+        yield Region(example.code.start, example.end, example, evaluate)
 
 
 def pattern_of(expected: str) -> re.Pattern[str]:
@@ -199,3 +217,105 @@ def mismatches(expected: str, actual: str) -> list[str]:
     if len(want) != len(got):
         report.append(f"{len(want)} lines shown, {len(got)} printed:\n" + actual)
     return report
+
+
+def evaluate(block: SybilExample) -> str | None:
+    """Sybil's evaluator: run the program as a file of its own, compare what it prints."""
+    example: Example = block.parsed
+    workdir: Path = block.namespace["tmp_path"]
+    # A handler that is never called proves nothing (the README's first snippet answered 500).
+    if "web.Application(" in example.code.body and not example.test_file:
+        assert example.serves or "web.AppRunner(" in example.code.body, "the app is never served"
+    env = block_env(example, block.namespace["request"])
+    for name, text in example.files.items():
+        (workdir / name).write_text(text)
+    program = workdir / (example.test_file or "example.py")
+    program.write_text(example.code.body + "\n")
+    if example.test_file is not None:
+        printed = run_program(["-m", "pytest", "-q", program.name], workdir, env)
+    elif example.serves:
+        assert example.requests, "a block that serves needs a Try-it block after it"
+        printed = serve_program(example, program, workdir, env)
+    else:
+        printed = run_program([str(program)], workdir, env)
+    expected = example.output.body if example.output is not None else ""
+    return "\n".join(mismatches(expected, printed)) or None
+
+
+def block_env(example: Example, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The environment a block runs in; one that reads ``REDIS_URL`` gets the tests' Redis."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "error"}
+    if "REDIS_URL" in example.code.body:
+        env["REDIS_URL"] = request.getfixturevalue("redis_url")
+    return env
+
+
+def run_program(command: list[str], workdir: Path, env: dict[str, str]) -> str:
+    result = subprocess.run(
+        [sys.executable, *command],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout
+    return result.stdout
+
+
+def wait_for_port(port_file: Path, server: subprocess.Popen[str]) -> int:
+    deadline = time.monotonic() + TIMEOUT
+    while not port_file.exists() or not port_file.read_text():
+        assert server.poll() is None, f"the block exited before serving:\n{server.communicate()[0]}"
+        assert time.monotonic() < deadline, "the block did not serve"
+        time.sleep(0.05)
+    return int(port_file.read_text())
+
+
+def send(port: int, request: Request) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+    try:
+        connection.request(request.method, request.path, headers=request.headers)
+        response = connection.getresponse()
+        body = response.read().decode()
+        request_id = response.getheader("X-Request-ID")
+    finally:
+        connection.close()
+    assert response.status < 500, body
+    assert request_id is not None
+    assert is_valid_request_id(request_id)
+    report = mismatches(request.expected_body, body)
+    assert not report, f"{request.method} {request.path}: " + "\n".join(report)
+
+
+def serve_program(example: Example, program: Path, workdir: Path, env: dict[str, str]) -> str:
+    port_file = workdir / "port"
+    with subprocess.Popen(
+        [sys.executable, str(RUNNER), str(program), str(port_file)],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as server:
+        try:
+            port = wait_for_port(port_file, server)
+            for request in example.requests:
+                send(port, request)
+            time.sleep(0.2)  # the access log line is written after the answer was sent
+            server.send_signal(signal.SIGINT)
+            output, _ = server.communicate(timeout=TIMEOUT)
+        finally:
+            server.kill()
+    assert server.returncode == 0, output
+    return output
+
+
+DOCS = Sybil(
+    parsers=[parse],
+    patterns=["README.md", "docs/*.md"],
+    path=str(ROOT),
+    fixtures=["tmp_path", "request"],
+)

@@ -1,11 +1,10 @@
-"""Real handlers that keep what they wrote (lines, records, events), and waits for late lines."""
+"""Real handlers that keep what they wrote (lines, records, events)."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -43,13 +42,6 @@ def attached(logger_name: str, handler: logging.Handler) -> Iterator[logging.Log
 
 def stream_lines(stream: io.StringIO) -> list[str]:
     return stream.getvalue().splitlines()
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for ``condition()``: the access log is written after the client has its reply."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 @dataclass

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask, Context, InMemoryBroker, TaskiqDepends
+from taskiq import (
+    AsyncBroker,
+    AsyncTaskiqDecoratedTask,
+    Context,
+    InMemoryBroker,
+    TaskiqDepends,
+    TaskiqMiddleware,
+)
 from taskiq.middlewares import SimpleRetryMiddleware
 from taskiq.receiver import Receiver
 from taskiq_redis import ListQueueBroker
@@ -107,17 +114,22 @@ class TaskiqApp:
         self.seen.setdefault(tag, []).append(seen_now())
 
 
-def redis_broker(url: str, queue: str, **options: Any) -> ListQueueBroker:
+def redis_broker(
+    url: str, queue: str, *, after: tuple[TaskiqMiddleware, ...] = (), **options: Any
+) -> ListQueueBroker:
+    """``options`` configure the JobPropagation; ``after`` are middlewares put after taskiq's."""
     return ListQueueBroker(url, queue_name=queue).with_middlewares(
         JobContextMiddleware(context.JobPropagation(**options)),
         SimpleRetryMiddleware(default_retry_count=3),
+        *after,
     )
 
 
-def memory_broker(**options: Any) -> InMemoryBroker:
+def memory_broker(*, after: tuple[TaskiqMiddleware, ...] = (), **options: Any) -> InMemoryBroker:
     return InMemoryBroker().with_middlewares(
         JobContextMiddleware(context.JobPropagation(**options)),
         SimpleRetryMiddleware(default_retry_count=3),
+        *after,
     )
 
 

@@ -13,7 +13,8 @@ import aioreqctx as context
 
 from .conftest import LoopFactory, run
 from .http_helpers import get_request, raw_exchange, serving
-from .log_capture import ListHandler, attached, eventually
+from .log_capture import ListHandler, attached
+from .waiting import until
 
 
 def make_app(slow_started: asyncio.Event) -> web.Application:
@@ -55,7 +56,7 @@ def test_every_kind_of_ending_gets_one_line(loop_factory: LoopFactory) -> None:
             writer.write(get_request("/slow", b"X-Request-ID: gone-1"))
             await asyncio.wait_for(started.wait(), 10)
             writer.close()
-            await eventually(lambda: len(handler.records) == 4)
+            await until(lambda: len(handler.records) == 4, "4 access lines")
         return [ok, missing]
 
     with attached("tests.access", handler):
@@ -113,10 +114,10 @@ def test_a_client_gone_under_handler_cancellation_still_gets_its_line(
             writer.write(get_request("/slow", b"X-Request-ID: cancelled-1"))
             await asyncio.wait_for(started.wait(), 10)
             writer.close()
-            await eventually(lambda: len(handler.records) == 1)
+            await until(lambda: len(handler.records) == 1, "1 access line")
             ok = await received(port, get_request("/ok", b"X-Request-ID: after-1"))
             assert ok.startswith(b"HTTP/1.1 200")  # the server goes on serving
-            await eventually(lambda: len(handler.records) == 2)
+            await until(lambda: len(handler.records) == 2, "2 access lines")
 
     with attached("tests.access.cancel", handler):
         run(loop_factory, main)
@@ -125,7 +126,7 @@ def test_a_client_gone_under_handler_cancellation_still_gets_its_line(
         "request_id": "cancelled-1",
         "method": "GET",
         "path": "/slow",
-        "status": context.CLIENT_CLOSED_REQUEST,  # cancelled: the handler produced nothing
+        "status": context.web.CLIENT_CLOSED_REQUEST,  # cancelled: the handler produced nothing
         "bytes": 0,
         "duration_ms": 0,
         "remote": "127.0.0.1",
@@ -149,10 +150,10 @@ def test_a_quiet_access_logger_is_switched_off() -> None:
     quiet = logging.getLogger("tests.access.quiet")
     quiet.setLevel(logging.WARNING)
     assert not context.AccessLogger(quiet, "").enabled
-    structlog_bound = context.access_logger_for(structlog.get_logger())
+    structlog_bound = context.web.access_logger_for(structlog.get_logger())
     assert structlog_bound(quiet, "").enabled  # structlog filters by itself
 
 
 def test_a_target_that_is_not_a_logger_is_refused_up_front() -> None:
     with pytest.raises(TypeError, match="structlog logger"):
-        context.access_logger_for(42)
+        context.web.access_logger_for(42)

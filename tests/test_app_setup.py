@@ -27,13 +27,19 @@ from .http_helpers import serving
         ({"registry": {}}, "registry must be an InFlightRegistry"),
         ({"collector": 3}, "collector must be a LifecycleCollector"),
         ({"task_factory": "copy"}, "task_factory must be a task factory"),
-        ({"header_names": "X-Request-ID"}, "header_names must be a tuple of header names"),
+        (
+            {"header_names": "X-Request-ID"},
+            "header_names must be a non-empty tuple of header names",
+        ),
         ({"trusted_networks": "10.0.0.0/8"}, "trusted_networks must be a tuple of CIDR strings"),
         ({"response_header": None}, "response_header must be a header name"),
         ({"generator": "uuid4"}, "generator must be a function"),
         ({"validator": None}, "validator must be a function"),
         ({"on_invalid": "drop"}, "on_invalid must be 'regenerate' or 'reject'"),
         ({"header_name": "X-Id"}, "got an unexpected option 'header_name'"),
+        ({"response_header": "Request@ID"}, "response_header must be a header name (letters"),
+        ({"response_header": "X/Req"}, "response_header must be a header name (letters"),
+        ({"header_names": ("X-Request-ID", "X Req")}, "header_names must be a non-empty tuple"),
     ],
 )
 def test_a_bad_option_is_refused_by_setup_naming_it(options: dict[str, Any], named: str) -> None:
@@ -45,15 +51,29 @@ def test_a_bad_option_is_refused_by_setup_naming_it(options: dict[str, Any], nam
     assert not app.middlewares  # nothing half-installed
 
 
+def test_setup_after_the_app_started_is_refused_by_name(loop_factory: LoopFactory) -> None:
+    async def main() -> None:
+        app = web.Application()
+        runner = web.AppRunner(app)
+        await runner.setup()
+        try:
+            with pytest.raises(RuntimeError, match=r"setup\(\) was called on an application that"):
+                context.setup(app)
+        finally:
+            await runner.cleanup()
+
+    run(loop_factory, main)
+
+
 def test_the_option_table_covers_every_middleware_field() -> None:
-    from aioreqctx.app_setup import OPTIONS  # noqa: PLC0415 - the table, not the API
+    from aioreqctx.web.app import OPTIONS  # noqa: PLC0415 - the table, not the API
 
     fields = {f.name for f in dataclasses.fields(context.RequestIdMiddleware) if f.init}
     assert fields <= set(OPTIONS)
 
 
 def test_the_middleware_in_middlewares_and_setup_is_refused() -> None:
-    app = web.Application(middlewares=[context.request_id_middleware])
+    app = web.Application(middlewares=[context.web.request_id_middleware])
     with pytest.raises(RuntimeError, match=r"two IDs: remove it from web\.Application"):
         context.setup(app, request_events=True)
 
@@ -78,7 +98,7 @@ def test_a_second_middleware_in_a_subapp_is_refused_at_startup(
     app = web.Application()
     context.setup(app)
     subapp = web.Application(
-        middlewares=[context.request_id_middleware] if in_subapp == "middlewares" else []
+        middlewares=[context.web.request_id_middleware] if in_subapp == "middlewares" else []
     )
     if in_subapp == "nested setup":
         inner = web.Application()

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+import redis
 from aiohttp import ClientSession, web
 from aiohttp.typedefs import Handler
 from arq import Retry, create_pool, cron
@@ -22,20 +23,20 @@ from arq.worker import Function, Worker, create_worker, func
 import aioreqctx as context
 from aioreqctx import keys
 from aioreqctx.integrations.arq import CARRIER_FIELD, ArqPropagation
-from aioreqctx.job_context import CARRIED_PARENT_JOB_ID, CARRIED_REQUEST_ID
+from aioreqctx.propagation.jobs import CARRIED_PARENT_JOB_ID, CARRIED_REQUEST_ID
 
 from .conftest import LoopFactory, run
 from .http_helpers import serving
 from .log_capture import ListHandler, attached, capture
-from .redis_server import RedisServer
 
 WORKER_TIMEOUT = 30.0
 LINE_FORMAT = "%(request_id)s %(job_name)s %(job_attempt)s %(message)s"
 
 
 @pytest.fixture(autouse=True)
-def empty_redis(redis_server: RedisServer) -> None:
-    redis_server.flushall()
+def empty_redis(redis_url: str, redisdb: redis.Redis) -> None:
+    """Each test starts from an empty Redis (pytest-redis's ``redisdb`` also empties it after)."""
+    redisdb.flushall()
 
 
 @pytest.fixture
@@ -80,14 +81,14 @@ async def flaky(ctx: dict[str, Any], label: str) -> None:
         raise Retry(defer=0.05)
 
 
-def settings(redis_server: RedisServer) -> RedisSettings:
-    return RedisSettings(host=redis_server.host, port=redis_server.port)
+def settings(redis_url: str) -> RedisSettings:
+    return RedisSettings.from_dsn(redis_url)
 
 
 @asynccontextmanager
-async def pool_for(redis_server: RedisServer, jobs: ArqPropagation) -> AsyncIterator[ArqRedis]:
+async def pool_for(redis_url: str, jobs: ArqPropagation) -> AsyncIterator[ArqRedis]:
     pool = await create_pool(
-        settings(redis_server), job_serializer=jobs.serialize, job_deserializer=jobs.deserialize
+        settings(redis_url), job_serializer=jobs.serialize, job_deserializer=jobs.deserialize
     )
     try:
         yield pool
@@ -95,7 +96,7 @@ async def pool_for(redis_server: RedisServer, jobs: ArqPropagation) -> AsyncIter
         await pool.aclose()
 
 
-async def drain(redis_server: RedisServer, jobs: ArqPropagation, **options: Any) -> Worker:
+async def drain(redis_url: str, jobs: ArqPropagation, **options: Any) -> Worker:
     """Run a burst worker until the queue is empty, made from a ``WorkerSettings`` class the
     way ``arq module.WorkerSettings`` makes it; ``options`` override its settings."""
 
@@ -111,7 +112,7 @@ async def drain(redis_server: RedisServer, jobs: ArqPropagation, **options: Any)
 
     worker = create_worker(
         WorkerSettings,
-        redis_settings=settings(redis_server),
+        redis_settings=settings(redis_url),
         burst=True,
         poll_delay=0.01,
         handle_signals=False,
@@ -159,16 +160,16 @@ async def get_id(session: ClientSession, url: str) -> str:
 
 
 def test_jobs_enqueued_by_a_handler_its_tasks_threads_and_jobs_carry_its_id(
-    redis_server: RedisServer, job_lines: ListHandler, loop_factory: LoopFactory
+    redis_url: str, job_lines: ListHandler, loop_factory: LoopFactory
 ) -> None:
     jobs = ArqPropagation(context.JobPropagation(events=context.JobEvents()))
     seen.clear()
 
     async def main() -> str:
-        async with pool_for(redis_server, jobs) as pool, serving(gateway(pool)) as port:
+        async with pool_for(redis_url, jobs) as pool, serving(gateway(pool)) as port:
             async with ClientSession() as session:
                 request_id = await get_id(session, f"http://127.0.0.1:{port}/everywhere")
-            await drain(redis_server, jobs)
+            await drain(redis_url, jobs)
         return request_id
 
     with capture("aioreqctx.jobs") as events:
@@ -193,18 +194,18 @@ def test_jobs_enqueued_by_a_handler_its_tasks_threads_and_jobs_carry_its_id(
 
 
 def test_200_concurrent_requests_each_enqueue_a_job_with_zero_cross_talk(
-    redis_server: RedisServer, job_lines: ListHandler
+    redis_url: str, job_lines: ListHandler
 ) -> None:
     jobs = ArqPropagation()
     seen.clear()
 
     async def main() -> dict[str, str]:
-        async with pool_for(redis_server, jobs) as pool, serving(gateway(pool)) as port:
+        async with pool_for(redis_url, jobs) as pool, serving(gateway(pool)) as port:
             async with ClientSession() as session:
                 ids = await asyncio.gather(
                     *(get_id(session, f"http://127.0.0.1:{port}/enqueue/n{n}") for n in range(200))
                 )
-            await drain(redis_server, jobs, max_jobs=50)
+            await drain(redis_url, jobs, max_jobs=50)
         return {f"n{n}": request_id for n, request_id in enumerate(ids)}
 
     expected = asyncio.run(main())
@@ -215,17 +216,17 @@ def test_200_concurrent_requests_each_enqueue_a_job_with_zero_cross_talk(
     )
 
 
-def test_a_retried_job_keeps_its_id_and_counts_attempts(redis_server: RedisServer) -> None:
+def test_a_retried_job_keeps_its_id_and_counts_attempts(redis_url: str) -> None:
     jobs = ArqPropagation(context.JobPropagation(events=context.JobEvents()))
     seen.clear()
 
     async def main() -> None:
-        async with pool_for(redis_server, jobs) as pool:
-            async with context.request_context("req-retry"):
+        async with pool_for(redis_url, jobs) as pool:
+            async with context.unit_of_work("req-retry"):
                 await pool.enqueue_job("flaky", "f")
                 await pool.enqueue_job("record", "deferred", _defer_by=0.2)
                 await pool.enqueue_job("record", "third try", _job_try=3)
-            await drain(redis_server, jobs)
+            await drain(redis_url, jobs)
 
     with capture("aioreqctx.jobs") as events:
         asyncio.run(main())
@@ -250,7 +251,7 @@ def test_a_retried_job_keeps_its_id_and_counts_attempts(redis_server: RedisServe
     ]
 
 
-def test_results_and_job_info_are_arqs_own(redis_server: RedisServer) -> None:
+def test_results_and_job_info_are_arqs_own(redis_url: str) -> None:
     handed: list[dict[str, Any]] = []
 
     def recording(data: dict[str, Any]) -> bytes:
@@ -260,12 +261,12 @@ def test_results_and_job_info_are_arqs_own(redis_server: RedisServer) -> None:
     jobs = ArqPropagation(serializer=recording)
 
     async def main() -> tuple[Any, Any, Any]:
-        async with pool_for(redis_server, jobs) as pool:
-            async with context.request_context("req-result"):
+        async with pool_for(redis_url, jobs) as pool:
+            async with context.unit_of_work("req-result"):
                 job = await pool.enqueue_job("record", "r", _job_id="fixed-id")
             assert isinstance(job, Job)
             info = await job.info()
-            await drain(redis_server, jobs)
+            await drain(redis_url, jobs)
             return info, await job.result(timeout=5), await job.result_info()
 
     info, result, result_info = asyncio.run(main())
@@ -296,7 +297,7 @@ def test_results_and_job_info_are_arqs_own(redis_server: RedisServer) -> None:
     ids=["crlf", "10kb", "non-ascii", "number", "missing", "not-a-mapping"],
 )
 def test_invalid_carried_values_give_a_new_id_one_warning_and_the_worker_goes_on(
-    redis_server: RedisServer, job_lines: ListHandler, carried: object
+    redis_url: str, job_lines: ListHandler, carried: object
 ) -> None:
     jobs = ArqPropagation()
     seen.clear()
@@ -305,13 +306,13 @@ def test_invalid_carried_values_give_a_new_id_one_warning_and_the_worker_goes_on
         return pickle.dumps({**data, CARRIER_FIELD: carried})
 
     async def main() -> None:
-        async with pool_for(redis_server, jobs) as pool:
-            forger = await create_pool(settings(redis_server), job_serializer=forged)
+        async with pool_for(redis_url, jobs) as pool:
+            forger = await create_pool(settings(redis_url), job_serializer=forged)
             await forger.enqueue_job("record", "forged")
             await forger.aclose()
-            async with context.request_context("req-after"):
+            async with context.unit_of_work("req-after"):
                 await pool.enqueue_job("record", "after")
-            await drain(redis_server, jobs)
+            await drain(redis_url, jobs)
 
     with capture("aioreqctx", logging.WARNING) as warnings:
         asyncio.run(main())
@@ -331,7 +332,7 @@ def test_invalid_carried_values_give_a_new_id_one_warning_and_the_worker_goes_on
 
 @pytest.mark.parametrize("outside_request", ["skip", "generate"])
 def test_outside_a_request_the_configured_behaviour_applies(
-    redis_server: RedisServer, outside_request: Any
+    redis_url: str, outside_request: Any
 ) -> None:
     producer = ArqPropagation(
         context.JobPropagation(outside_request=outside_request, generator=lambda: "made-here")
@@ -339,9 +340,9 @@ def test_outside_a_request_the_configured_behaviour_applies(
     seen.clear()
 
     async def main() -> None:
-        async with pool_for(redis_server, producer) as pool:
+        async with pool_for(redis_url, producer) as pool:
             await pool.enqueue_job("record", "outside")
-            await drain(redis_server, ArqPropagation())
+            await drain(redis_url, ArqPropagation())
 
     with capture("aioreqctx", logging.WARNING) as warnings:
         asyncio.run(main())
@@ -353,12 +354,12 @@ def test_outside_a_request_the_configured_behaviour_applies(
     assert warnings.records == []
 
 
-def test_deadline_and_context_keys_are_carried(redis_server: RedisServer) -> None:
-    jobs = ArqPropagation(context.JobPropagation(context_keys=("tenant",)))
+def test_deadline_and_context_keys_are_carried(redis_url: str) -> None:
+    jobs = ArqPropagation(context.JobPropagation(context_keys=("tenant",), carry_deadline=True))
     seen.clear()
 
     async def main() -> None:
-        async with pool_for(redis_server, jobs) as pool:
+        async with pool_for(redis_url, jobs) as pool:
             app = gateway(pool, context.DeadlineObserver(budget=30))
 
             @web.middleware
@@ -369,7 +370,7 @@ def test_deadline_and_context_keys_are_carried(redis_server: RedisServer) -> Non
             app.middlewares.append(tenant)
             async with serving(app) as port, ClientSession() as session:
                 await get_id(session, f"http://127.0.0.1:{port}/enqueue/timed")
-            await drain(redis_server, jobs)
+            await drain(redis_url, jobs)
 
     asyncio.run(main())
     remaining = seen["timed"]["remaining"]
@@ -379,7 +380,7 @@ def test_deadline_and_context_keys_are_carried(redis_server: RedisServer) -> Non
 
 
 def test_cron_jobs_and_arq_functions_keep_their_names_and_start_with_new_ids(
-    redis_server: RedisServer,
+    redis_url: str,
 ) -> None:
     jobs = ArqPropagation()
     seen.clear()
@@ -388,11 +389,11 @@ def test_cron_jobs_and_arq_functions_keep_their_names_and_start_with_new_ids(
         seen["tick"] = observed()
 
     async def main() -> None:
-        async with pool_for(redis_server, jobs) as pool:
-            async with context.request_context("req-named"):
+        async with pool_for(redis_url, jobs) as pool:
+            async with context.unit_of_work("req-named"):
                 await pool.enqueue_job("named", "named")
             await drain(
-                redis_server,
+                redis_url,
                 jobs,
                 functions=jobs.functions([func(record, name="named", max_tries=2)]),
                 cron_jobs=[cron(jobs.job(tick), name="tick", run_at_startup=True)],

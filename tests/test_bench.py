@@ -142,3 +142,9 @@ def test_quick_middleware_floor_takes_every_step_out() -> None:
     assert {"request_id_middleware", "setup(app)"} <= set(rows)
     timed_alone = [line.split()[-1] for line in stdout.splitlines() if "new_request_id()" in line]
     assert timed_alone[-1].lstrip("-").isdigit()  # the per-operation table's ns
+
+
+def test_quick_log_buffer_benchmark_runs_every_case() -> None:
+    stdout = run_bench("log_buffer.py")
+    assert stdout.count("| stdlib, ") == 5
+    assert stdout.count("| structlog, ") == 4

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import redis
 from aiohttp import ClientSession, web
 from celery import chain, chord, group, states
 from celery.result import AsyncResult, GroupResult
@@ -28,12 +29,11 @@ from celery.signals import after_task_publish
 import aioreqctx
 from aioreqctx import keys
 from aioreqctx.integrations.celery import setup_celery
-from aioreqctx.job_context import CARRIED_PARENT_JOB_ID, CARRIED_REQUEST_ID
+from aioreqctx.propagation.jobs import CARRIED_PARENT_JOB_ID, CARRIED_REQUEST_ID
 
 from . import celery_app
 from .celery_app import fail, flaky, nested, record, spawn, spawn_in_thread
 from .http_helpers import serving
-from .redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 POOLS = ("solo", "threads", "prefork")
@@ -88,14 +88,14 @@ class Worker:
         return result
 
 
-def start_worker(pool: str, redis: RedisServer, directory: Path) -> Worker:
+def start_worker(pool: str, redis_url: str, directory: Path) -> Worker:
     command = [
         *(sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker"),
         *("--pool", pool, "--loglevel", "INFO", "--hostname", f"{pool}@aioreqctx-tests"),
         *("--without-gossip", "--without-mingle", "--without-heartbeat"),
         *(() if pool == "solo" else ("--concurrency", "4")),
     ]
-    environment = {**os.environ, celery_app.BROKER_ENVIRONMENT: redis.url}
+    environment = {**os.environ, celery_app.BROKER_ENVIRONMENT: redis_url}
     stderr, stdout = directory / f"{pool}.stderr", directory / f"{pool}.stdout"
     with stderr.open("wb") as errors, stdout.open("wb") as output:
         process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=output, stderr=errors)
@@ -114,19 +114,20 @@ def stop_worker(worker: Worker) -> None:
 
 
 @pytest.fixture(scope="module")
-def celery_redis(redis_server: RedisServer) -> RedisServer:
-    """The publishing side (this process) uses the private Redis as broker and result store."""
-    celery_app.app.conf.update(broker_url=redis_server.url, result_backend=redis_server.url)
-    return redis_server
+def celery_redis(redis_url: str) -> str:
+    """The publishing side (this process) uses the tests' Redis as broker and result store."""
+    celery_app.app.conf.update(broker_url=redis_url, result_backend=redis_url)
+    return redis_url
 
 
 @pytest.fixture(scope="module", params=POOLS)
 def worker(
     request: pytest.FixtureRequest,
-    celery_redis: RedisServer,
+    celery_redis: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Worker]:
-    celery_redis.flushall()
+    with redis.Redis.from_url(celery_redis) as client:
+        client.flushall()
     worker = start_worker(request.param, celery_redis, tmp_path_factory.mktemp("celery"))
     try:
         yield worker

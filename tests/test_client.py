@@ -11,7 +11,7 @@ import pytest
 from aiohttp import ClientSession, TraceConfig, web
 
 import aioreqctx as context
-from aioreqctx.observers import RequestObserver
+from aioreqctx.web.observers import RequestObserver
 
 from .conftest import FACTORIES, LoopFactory, run
 from .http_helpers import serving
@@ -26,7 +26,7 @@ async def echo(request: web.Request) -> web.Response:
         {
             "header": request.headers.get("X-Request-ID"),
             "context_id": context.get(context.REQUEST_ID),
-            "deadline": request.headers.get(context.DEADLINE_HEADER),
+            "deadline": request.headers.get(context.propagation.DEADLINE_HEADER),
         }
     )
 

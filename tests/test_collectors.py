@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 import aioreqctx as context
-from aioreqctx.lifecycle import as_collector
+from aioreqctx.events import as_collector
 
 
 def completed(n: int = 0, *, path: str = "/p", duration_ms: float = 1.0) -> Any:
-    return context.ResponseCompleted(
+    return context.events.ResponseCompleted(
         connection_id=n,
         worker_id=1,
         request_id=f"r{n}",
@@ -53,7 +53,7 @@ def test_connection_ids_are_unique_across_threads() -> None:
     ids: list[list[int]] = [[] for _ in range(8)]
 
     def take(i: int) -> None:
-        ids[i].extend(context.next_connection_id() for _ in range(2000))
+        ids[i].extend(context.events.next_connection_id() for _ in range(2000))
 
     in_threads(8, take)
     every = [n for chunk in ids for n in chunk]
@@ -64,7 +64,7 @@ def test_functions_are_collectors_and_other_things_are_refused() -> None:
     seen: list[Any] = []
     as_collector(seen.append).record(completed())
     assert len(seen) == 1
-    assert isinstance(as_collector(None), context.NoopCollector)
+    assert isinstance(as_collector(None), context.events.NoopCollector)
     with pytest.raises(TypeError, match="record"):
         as_collector(42)  # type: ignore[arg-type]
 
@@ -164,7 +164,7 @@ def test_logging_collector_writes_json_with_true_wall_clock_time(
     collector.record(completed(1, duration_ms=5.0))
     collector.record(completed(2, duration_ms=250.0))
     collector.record(
-        context.ClientDisconnected(
+        context.events.ClientDisconnected(
             connection_id=3, worker_id=1, request_id=None, during_streaming=False
         )
     )
@@ -195,7 +195,7 @@ def test_logging_collector_skips_health_checks_and_filtered_levels(
     lifecycle_log: list[logging.LogRecord],
 ) -> None:
     collector = context.LoggingCollector(health_check_path="/health")
-    started = context.RequestStarted(
+    started = context.events.RequestStarted(
         connection_id=1, worker_id=1, request_id="h", method="GET", path="/health",
         http_version="1.1",
     )  # fmt: skip

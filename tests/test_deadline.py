@@ -13,7 +13,7 @@ import pytest
 from aiohttp import ClientSession, web
 
 import aioreqctx as context
-from aioreqctx.deadline import format_deadline, parse_deadline
+from aioreqctx._core.deadline import format_deadline, parse_deadline
 
 from .conftest import LoopFactory, run
 from .http_helpers import serving
@@ -159,7 +159,7 @@ def test_without_a_deadline_nothing_changes() -> None:
     assert base.total == 300
 
     async def main() -> tuple[float | None, float | None]:
-        with context.scope({context.DEADLINE: time.monotonic() - 1}):
+        with context.scope({context.keys.DEADLINE: time.monotonic() - 1}):
             return context.remaining_time(), context.deadline_timeout().total
 
     assert asyncio.run(main()) == (0.0, 0.001)

@@ -28,6 +28,7 @@ SCENARIOS = ("no ID sent", "valid ID", "invalid ID", "handler fails", "streaming
         ("copying_task_factory", "uvloop"),
     ],
 )
+@pytest.mark.usefixtures("redis_installed")  # the demo starts its own for the job scenario
 def test_demo_ties_both_services_lines_to_each_request_id(factory: str, loop: str) -> None:
     result = subprocess.run(
         [sys.executable, str(DEMO), "--factory", factory, "--loop", loop],
@@ -47,7 +48,7 @@ def test_demo_ties_both_services_lines_to_each_request_id(factory: str, loop: st
     assert "bad id" not in by_scenario["invalid ID"].splitlines()[0]
     assert "client_disconnected" in by_scenario["client hangs up"]
     assert f"executor thread  [{loop}_" in by_scenario["fan-out"]  # the loop's default pool
-    job_lines = by_scenario["job"].splitlines()[1:]  # make pytest installs redis-server
+    job_lines = by_scenario["job"].splitlines()[1:]
     worker_events = [line.split()[2] for line in job_lines if line.startswith("  worker ")]
     assert worker_events == ["job_started", "receipt", "job_finished"]
     assert "one ID tied the services' lines together in every scenario" in result.stdout

@@ -9,7 +9,7 @@ import pytest
 import structlog
 
 import aioreqctx
-from aioreqctx.emit import event_sink, logfmt_value
+from aioreqctx._core.emit import event_sink, logfmt_value
 
 from .log_capture import ListHandler, attached
 

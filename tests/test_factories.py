@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 
 import aioreqctx as context
+from aioreqctx._core.factories import EAGER_TASKS_SUPPORTED
+from aioreqctx._core.store import current_mapping
 
 from .conftest import FACTORIES, LoopFactory, run
 
 needs_eager = pytest.mark.skipif(
-    not context.EAGER_TASKS_SUPPORTED, reason="eager tasks exist from Python 3.12"
+    not EAGER_TASKS_SUPPORTED, reason="eager tasks exist from Python 3.12"
 )
 MARK: contextvars.ContextVar[str] = contextvars.ContextVar("MARK", default="unset")
 
@@ -114,7 +116,7 @@ def test_task_context_is_the_mapping_get_and_set_use(
         return getattr(asyncio.current_task(), "context", None) is context_of_current()
 
     def context_of_current() -> object:
-        return context.store.current_mapping.get(None)
+        return current_mapping.get(None)
 
     async def main() -> tuple[bool, dict[str, Any], Any]:
         context.set("key", "value")
@@ -245,7 +247,7 @@ def test_runner_context_gets_a_root_mapping(loop_factory: LoopFactory, factory_n
     async def main() -> tuple[bool, Any]:
         context.set("k", "v")
         task = asyncio.current_task()
-        current = context.store.current_mapping.get(None)
+        current = current_mapping.get(None)
         return getattr(task, "context", None) is current, context.get("k")
 
     assert run(loop_factory, main, FACTORIES[factory_name]) == (True, "v")
@@ -262,7 +264,7 @@ KWARG_SHAPES: list[dict[str, Any]] = [
     {"context": "CALLER"},
     {"name": "named", "context": "CALLER", "eager_start": None},
 ]
-if context.EAGER_TASKS_SUPPORTED:
+if EAGER_TASKS_SUPPORTED:
     KWARG_SHAPES += [
         {"eager_start": True},
         {"eager_start": False},
@@ -386,7 +388,7 @@ def test_task_factory_for_rejects_bad_options() -> None:
         context.task_factory_for("deep")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="inner must be a task factory"):
         context.task_factory_for(inner=42)  # type: ignore[arg-type]
-    if not context.EAGER_TASKS_SUPPORTED:
+    if not EAGER_TASKS_SUPPORTED:
         with pytest.raises(ValueError, match=r"Python 3\.12"):
             context.task_factory_for(eager=True)
 
@@ -411,3 +413,22 @@ def test_uncopyable_values_are_shared_with_one_warning(
     warnings = [r for r in caplog.records if "cannot be deep-copied" in r.getMessage()]
     assert len(warnings) == 1
     assert "'lock'" in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"context": None}, {"context": None, "eager_start": None}],
+    ids=["no keywords", "uvloop's context=None", "uvloop 3.13's eager_start=None"],
+)
+def test_a_factory_that_cannot_build_the_task_closes_the_coroutine(
+    loop_factory: LoopFactory, factory_name: str, kwargs: dict[str, Any]
+) -> None:
+    async def never_run() -> None:
+        raise AssertionError("a task on a closed loop ran")
+
+    loop = loop_factory()
+    loop.close()
+    coro = never_run()
+    with pytest.raises(RuntimeError, match="closed"):
+        FACTORIES[factory_name](loop, coro, **kwargs)
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED  # no "never awaited" leak

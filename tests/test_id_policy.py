@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import aioreqctx as context
+from aioreqctx._core.ids import ESCAPED_LIMIT
 
 from .conftest import FACTORIES, LoopFactory, run
 from .http_helpers import RawResponse, get_request, raw_exchange, serving
@@ -23,7 +24,7 @@ async def report(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "rid": context.get(context.REQUEST_ID),
-            "rejected": context.get(context.REJECTED_REQUEST_ID),
+            "rejected": context.get(context.keys.REJECTED_REQUEST_ID),
         }
     )
 
@@ -110,7 +111,7 @@ def test_invalid_ids_are_replaced_never_echoed_and_kept_escaped(
         assert body["rid"] == sent_back
         assert body["rejected"]
         assert "\n" not in body["rejected"]
-        assert len(body["rejected"]) <= context.ids.ESCAPED_LIMIT * 4 + 20
+        assert len(body["rejected"]) <= ESCAPED_LIMIT * 4 + 20
     records = [r for r in caplog.records if "invalid X-Request-ID" in r.getMessage()]
     assert records
     assert all("\n" not in r.getMessage() and "\x01" not in r.getMessage() for r in records)
@@ -217,9 +218,9 @@ def test_custom_validator_and_generator_and_their_failures(loop_factory: LoopFac
     [
         ({"header_names": "X-Request-ID"}, "non-empty tuple"),
         ({"header_names": ()}, "non-empty tuple"),
-        ({"response_header": "Bad Header"}, "not a valid HTTP header name"),
+        ({"response_header": "Bad Header"}, "response_header must be a header name"),
         ({"on_invalid": "drop"}, "on_invalid must be"),
-        ({"validator": None}, "validator must be callable"),
+        ({"validator": None}, "validator must be a function"),
         ({"trusted_networks": ("nonsense",)}, "is not a network"),
         ({"trusted_networks": "10.0.0.0/8"}, "tuple of CIDR strings"),
     ],

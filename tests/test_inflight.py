@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -19,7 +20,7 @@ import aioreqctx as context
 from aioreqctx import keys
 
 from .conftest import LoopFactory, run
-from .http_helpers import get_request, raw_exchange, read_response
+from .http_helpers import get_request, raw_exchange, read_response, serving
 from .log_capture import capture
 from .waiting import abandon, until
 
@@ -212,3 +213,65 @@ def test_the_json_page_is_served_to_loopback_peers_or_whom_allow_lets_in(
 def test_allow_must_be_callable() -> None:
     with pytest.raises(TypeError, match="allow must be callable"):
         context.InFlightRegistry(allow="127.0.0.1")  # type: ignore[arg-type]
+
+
+def test_an_ipv4_peer_of_a_dual_stack_socket_is_loopback_on_every_python(
+    loop_factory: LoopFactory,
+) -> None:
+    """Served on ``::`` with IPV6_V6ONLY off, a client on 127.0.0.1 is ``::ffff:127.0.0.1``:
+    the in-flight page lets it in, and ``trusted_networks=("127.0.0.0/8",)`` keeps its ID."""
+    registry = context.InFlightRegistry()
+    remotes: list[str | None] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        remotes.append(request.remote)
+        return web.Response(text=str(context.get(context.REQUEST_ID)))
+
+    async def main() -> tuple[int, str]:
+        app = web.Application()
+        context.setup(app, registry=registry, trusted_networks=("127.0.0.0/8",))
+        app.router.add_get("/_inflight", registry.handler)
+        app.router.add_get("/echo", echo)
+        listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        listener.bind(("::", 0))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.SockSite(runner, listener).start()
+        try:
+            port = listener.getsockname()[1]
+            status = await inflight_status(
+                aiohttp.TCPConnector(), f"http://127.0.0.1:{port}/_inflight"
+            )
+            (reply,) = await raw_exchange(port, get_request("/echo", b"X-Request-ID: mapped-1"))
+            return status, reply.body.decode()
+        finally:
+            await runner.cleanup()
+
+    assert run(loop_factory, main) == (200, "mapped-1")
+    assert remotes == ["::ffff:127.0.0.1"]
+
+
+def test_header_token_lets_in_only_the_token_and_refuses_a_missing_one(
+    loop_factory: LoopFactory,
+) -> None:
+    for missing in (None, ""):
+        with pytest.raises(ValueError, match=r"header_token\(\): token must be a non-empty"):
+            context.web.header_token("X-Ops-Token", missing)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="header must be a header name"):
+        context.web.header_token("X Ops", "s3cret")
+    registry = context.InFlightRegistry(allow=context.web.header_token("X-Ops-Token", "s3cret"))
+
+    async def main() -> list[int]:
+        app = web.Application()
+        context.setup(app, registry=registry)
+        app.router.add_get("/_inflight", registry.handler)
+        async with serving(app) as port:
+            return [
+                await inflight_status(
+                    aiohttp.TCPConnector(), f"http://127.0.0.1:{port}/_inflight", **headers
+                )
+                for headers in ({}, {"X-Ops-Token": "guess"}, {"X-Ops-Token": "s3cret"})
+            ]
+
+    assert run(loop_factory, main) == [403, 403, 200]

@@ -25,7 +25,7 @@ def run_python(script: str) -> subprocess.CompletedProcess[str]:
 
 def test_importing_the_core_imports_no_integration_and_no_queue_library() -> None:
     result = run_python(
-        "import sys, aioreqctx, aioreqctx.job_context\n"
+        "import sys, aioreqctx, aioreqctx.propagation.jobs\n"
         "loaded = [name for name in sys.modules if name.startswith('aioreqctx.integrations')\n"
         "          or name.split('.')[0] in {'arq', 'taskiq', 'celery', 'sentry_sdk',\n"
         "                                    'opentelemetry', 'prometheus_client', 'redis'}]\n"

@@ -8,6 +8,7 @@ asyncio and uvloop, with every factory and with none.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import types
@@ -18,12 +19,13 @@ from aiohttp import web, web_protocol
 from aiohttp.typedefs import Handler
 
 import aioreqctx as context
+from aioreqctx._core.factories import EAGER_TASKS_SUPPORTED
 
 from .conftest import FACTORIES, LoopFactory, run
 from .http_helpers import get_request, raw_exchange, serving
 
 needs_eager = pytest.mark.skipif(
-    not context.EAGER_TASKS_SUPPORTED, reason="eager tasks exist from Python 3.12"
+    not EAGER_TASKS_SUPPORTED, reason="eager tasks exist from Python 3.12"
 )
 FACTORY_OR_NONE = [None, *sorted(FACTORIES)]
 MODES = ["share", "copy", "chain"]
@@ -49,7 +51,7 @@ async def whoami(request: web.Request) -> web.Response:
 
 
 def _outer_middleware_app() -> web.Application:
-    app = web.Application(middlewares=[auth, context.request_id_middleware])
+    app = web.Application(middlewares=[auth, context.web.request_id_middleware])
     app.router.add_get("/", whoami)
     return app
 
@@ -96,7 +98,7 @@ def test_start_up_values_reach_every_request_on_every_loop_and_factory(
             app = web.Application()
             context.setup(app)
         else:
-            app = web.Application(middlewares=[context.request_id_middleware])
+            app = web.Application(middlewares=[context.web.request_id_middleware])
         app.router.add_get("/", handler)
         async with serving(app) as port:
             replies = await raw_exchange(port, get_request("/"), get_request("/"))
@@ -138,7 +140,7 @@ def test_requests_on_the_3_14_path_keep_their_context_and_stay_isolated(
     @web.middleware
     async def inner(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
-        late_writes.append(request[context.REQUEST_CONTEXT].get("late"))
+        late_writes.append(request[context.web.CONTEXT_MAPPING].get("late"))
         return response
 
     async def handler(request: web.Request) -> web.Response:
@@ -323,3 +325,123 @@ def test_a_given_context_keeps_each_factorys_semantics(
     inherited, in_child, in_parent = run(loop_factory, main)
     assert (inherited, in_child) == ("parent", "child")
     assert in_parent == ("child" if factory_name == "task_factory" else "parent")
+
+
+def _write_user_outside_any_task(path: str, user: str) -> Any:
+    """What a helper run by a middleware ahead of ours does: ``set`` from a thread or callback."""
+
+    def write() -> None:
+        with contextlib.suppress(ValueError):  # no context there at all: nothing to leak
+            context.set("user", user)
+
+    if path == "thread":
+        return asyncio.to_thread(write)
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def callback() -> None:
+        write()
+        done.set_result(None)
+
+    loop.call_soon(callback)
+    return done
+
+
+def _app_with_a_helper_ahead(path: str, **setup_options: Any) -> web.Application:
+    @web.middleware
+    async def helper_ahead(request: web.Request, handler: Handler) -> web.StreamResponse:
+        seen_before = context.get("user")
+        if "user" in request.query:
+            await _write_user_outside_any_task(path, request.query["user"])
+        response = await handler(request)
+        response.headers["X-Seen-Before"] = json.dumps(seen_before)
+        return response
+
+    if setup_options:
+        app = web.Application(middlewares=[helper_ahead])
+        context.setup(app, **setup_options)
+        app.middlewares.append(app.middlewares.pop(0))  # ours after the helper
+    else:
+        app = web.Application(middlewares=[helper_ahead, context.web.request_id_middleware])
+    app.router.add_get("/", whoami)
+    return app
+
+
+async def _alice_then_others(port: int) -> list[tuple[int, Any, Any]]:
+    alice, anonymous = get_request("/?user=alice"), get_request("/")
+    replies = [
+        *(await raw_exchange(port, alice, anonymous)),  # keep-alive
+        *(await raw_exchange(port, anonymous)),  # another connection
+    ]
+    return [
+        (reply.status, json.loads(reply.body)["user"], json.loads(reply.all("X-Seen-Before")[0]))
+        for reply in replies
+    ]
+
+
+@pytest.mark.parametrize("path", ["thread", "callback"])
+@pytest.mark.parametrize("factory_name", FACTORY_OR_NONE)
+def test_a_thread_or_callback_write_ahead_of_ours_never_reaches_the_start_up_values(
+    loop_factory: LoopFactory, factory_name: str | None, path: str
+) -> None:
+    async def main() -> tuple[list[tuple[int, Any, Any]], Any]:
+        _start_up(factory_name)
+        async with serving(_app_with_a_helper_ahead(path)) as port:
+            replies = await _alice_then_others(port)
+        return replies, context.get("user")
+
+    replies, after = run(loop_factory, main)
+    assert replies == [(200, None, None)] * 3  # the write stayed in that thread or callback
+    assert after is None
+
+
+@pytest.mark.parametrize("path", ["thread", "callback"])
+@pytest.mark.parametrize("installed_by", ["loop_factory", "setup"])
+def test_with_nothing_at_start_up_a_thread_or_callback_write_reaches_no_request(
+    loop_factory: LoopFactory, path: str, installed_by: str
+) -> None:
+    async def main() -> list[tuple[int, Any, Any]]:
+        if installed_by == "setup":
+            app = _app_with_a_helper_ahead(path, task_factory=context.task_factory)
+        else:
+            app = _app_with_a_helper_ahead(path)
+        async with serving(app) as port:
+            return await _alice_then_others(port)
+
+    task_factory = context.task_factory if installed_by == "loop_factory" else None
+    assert run(loop_factory, main, task_factory) == [(200, None, None)] * 3
+
+
+def test_a_background_task_sharing_the_start_up_mapping_never_writes_into_requests(
+    loop_factory: LoopFactory,
+) -> None:
+    """Under ``setup(app, task_factory=task_factory)`` a task started from ``on_startup`` shares
+    the mapping the server was started with; what it writes later is its own business."""
+    first_served = asyncio.Event()
+    started: list[asyncio.Task[None]] = []
+
+    async def start_background(app: web.Application) -> None:
+        async def background() -> None:
+            context.set("tenant", "before serving")
+            await first_served.wait()
+            context.set("tenant", "written later")
+
+        started.append(asyncio.create_task(background()))
+
+    async def handler(request: web.Request) -> web.Response:
+        first_served.set()
+        await asyncio.sleep(0.01)
+        return web.Response(text=str(context.get("tenant")))
+
+    async def main() -> list[bytes]:
+        app = web.Application()
+        context.setup(app, task_factory=context.task_factory)
+        app.on_startup.append(start_background)
+        app.router.add_get("/", handler)
+        async with serving(app) as port:
+            first = await raw_exchange(port, get_request("/"))
+            await started[0]
+            later = await raw_exchange(port, get_request("/"), get_request("/"))
+        return [reply.body for reply in first + later]
+
+    assert run(loop_factory, main) == [b"before serving"] * 3

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 import structlog
+from multidict import CIMultiDict
 
 import aioreqctx as context
 from aioreqctx import keys
-from aioreqctx.job_context import (
+from aioreqctx._core.deadline import DEADLINE_HEADER, parse_deadline
+from aioreqctx.propagation.jobs import (
     CARRIED_CONTEXT_PREFIX,
     CARRIED_DEADLINE,
     CARRIED_PARENT_JOB_ID,
@@ -25,7 +27,7 @@ from aioreqctx.job_context import (
 from .conftest import LoopFactory, run
 from .log_capture import ListHandler, attached, capture
 
-PROPAGATION = JobPropagation(context_keys=("tenant",))
+PROPAGATION = JobPropagation(context_keys=("tenant",), carry_deadline=True)
 
 
 def test_a_job_enqueued_in_a_request_carries_its_id_deadline_and_context_keys() -> None:
@@ -290,3 +292,119 @@ def test_job_events_below_the_loggers_level_are_not_written() -> None:
             raise KeyError("missing")
     assert captured.events() == ["job_failed"]
     assert captured.fields("job_failed")[0]["job_name"] == "loud"
+
+
+def test_a_job_carries_no_deadline_unless_asked_and_never_runs_under_one() -> None:
+    """Off by default: a job run after its request's deadline must still make outgoing calls."""
+    propagation = JobPropagation()
+    with context.scope({keys.REQUEST_ID: "req-d", keys.DEADLINE: time.monotonic() + 0.001}):
+        carried = propagation.carrier()
+    assert set(carried) == {CARRIED_REQUEST_ID}
+    past = {**carried, CARRIED_DEADLINE: "2001-01-01T00:00:00.000Z"}  # from an older enqueuer
+    with propagation.job_scope(past, job_id="late", job_name="mail"):
+        assert context.remaining_time() is None
+        headers: CIMultiDict[str] = CIMultiDict()
+        assert context.ClientPropagation().label(headers) is None  # not refused
+        assert dict(headers) == {keys.REQUEST_ID: "req-d"}
+
+
+def test_a_carried_deadline_is_capped_on_both_sides_and_never_crashes() -> None:
+    propagation = JobPropagation(carry_deadline=True, max_budget=60)
+    far = {keys.REQUEST_ID: "req-far", keys.DEADLINE: time.monotonic() + 1e12}
+    with context.scope(far):
+        carried = propagation.carrier()  # a deadline past year 9999: capped, no ValueError
+        assert context.ClientPropagation().label(CIMultiDict()) is not None
+    left = parse_deadline(carried[CARRIED_DEADLINE])
+    assert left is not None
+    assert 55 < left <= 60
+    forged = {CARRIED_REQUEST_ID: "req-far", CARRIED_DEADLINE: "9999-12-31T23:59:59.999Z"}
+    with propagation.job_scope(forged, job_id="j", job_name="n"):
+        remaining = context.remaining_time()
+        assert remaining is not None
+        assert 55 < remaining <= 60  # the worker caps what the queue says
+        again = propagation.carrier()
+        headers: CIMultiDict[str] = CIMultiDict()
+        assert context.ClientPropagation().label(headers) is not None
+    assert set(again) == {CARRIED_REQUEST_ID, CARRIED_PARENT_JOB_ID, CARRIED_DEADLINE}
+    assert headers[DEADLINE_HEADER].endswith("Z")
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [({"carry_deadline": "yes"}, "carry_deadline"), ({"max_budget": 0}, "max_budget")],
+)
+def test_deadline_options_are_checked(options: dict[str, Any], named: str) -> None:
+    with pytest.raises((TypeError, ValueError), match=named):
+        JobPropagation(**options)
+
+
+def test_a_job_that_clears_its_context_still_ends_with_its_own_id_and_duration() -> None:
+    propagation = JobPropagation(events=JobEvents())
+    with (
+        capture("aioreqctx.jobs") as captured,
+        propagation.job_scope({CARRIED_REQUEST_ID: "req-c"}, job_id="1", job_name="wipe"),
+    ):
+        context.clear()  # aiotask-context API
+    (finished,) = captured.fields("job_finished")
+    assert (finished["request_id"], finished["job_id"], finished["outcome"]) == (
+        "req-c",
+        "1",
+        "success",
+    )
+    assert isinstance(finished["duration_ms"], float)
+
+
+class FailingSink(logging.Filter):
+    """A logging filter that raises, as a buggy user filter or structlog processor does."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        raise RuntimeError("log sink down")
+
+
+@pytest.mark.parametrize("opener", ["job_scope", "unit_of_work"])
+@pytest.mark.parametrize("where", ["thread", "task"])
+def test_a_scope_whose_start_line_fails_reports_it_once_and_closes_when_the_report_fails(
+    loop_factory: LoopFactory, opener: str, where: str
+) -> None:
+    registry = context.InFlightRegistry()
+    propagation = JobPropagation(events=JobEvents(), registry=registry)
+
+    def open_one() -> Any:
+        if opener == "job_scope":
+            return propagation.job_scope({CARRIED_REQUEST_ID: "job-req"}, job_id="j", job_name="n")
+        return context.unit_of_work("job-req", registry=registry, logger="aioreqctx.jobs")
+
+    def attempt() -> list[Any]:
+        outcomes: list[Any] = []
+        with context.scope({keys.REQUEST_ID: "outer"}):
+            with open_one():  # the start line fails, the report goes through: the job runs
+                outcomes.append(context.get(keys.REQUEST_ID))
+            outcomes.append((context.get(keys.REQUEST_ID), registry.count()))
+            reporter.addFilter(failing)  # now the report fails as well
+            try:
+                with open_one():
+                    outcomes.append("ran")
+            except RuntimeError as error:
+                outcomes.append(str(error))
+            reporter.removeFilter(failing)
+            outcomes.append((context.get(keys.REQUEST_ID), registry.count()))
+        return outcomes
+
+    async def main() -> list[Any]:
+        return await asyncio.to_thread(attempt) if where == "thread" else attempt()
+
+    failing, reporter = FailingSink(), logging.getLogger("aioreqctx")
+    jobs_logger = logging.getLogger("aioreqctx.jobs")
+    jobs_logger.addFilter(failing)
+    try:
+        with capture("aioreqctx") as reports:
+            outcomes = run(loop_factory, main)
+    finally:
+        jobs_logger.removeFilter(failing)
+    assert outcomes == ["job-req", ("outer", 0), "log sink down", ("outer", 0)]
+    name = "n" if opener == "job_scope" else "job"
+    assert [record.getMessage() for record in reports.records] == [
+        f"logging the start of {'job ' * (opener == 'job_scope')}{name} failed",
+        f"logging the end of {'job ' * (opener == 'job_scope')}{name} failed",
+    ]
+    assert all(record.exc_info is not None for record in reports.records)

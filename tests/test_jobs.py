@@ -1,4 +1,4 @@
-"""request_context() gives jobs an ID, timing and events, nests, and restores what was before."""
+"""unit_of_work() gives jobs an ID, timing and events, nests, and restores what was before."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ def test_jobs_nest_and_restore_the_previous_context(loop_factory: LoopFactory) -
 
     async def main() -> None:
         context.set("outside", "kept")
-        async with context.request_context("outer-1", name="import") as outer:
+        async with context.unit_of_work("outer-1", name="import") as outer:
             seen.append(context.get(context.REQUEST_ID))
             assert context.get("outside") is None  # a fresh context, not the caller's
-            async with context.request_context() as inner:
+            async with context.unit_of_work() as inner:
                 seen.append(context.get(context.REQUEST_ID))
                 seen.append(await asyncio.create_task(child()))
                 assert inner.request_id != outer.request_id
@@ -47,12 +47,12 @@ def test_jobs_nest_and_restore_the_previous_context(loop_factory: LoopFactory) -
 
 def test_start_success_and_error_are_logged_with_timing() -> None:
     with capture("aioreqctx.requests") as captured:
-        with context.request_context("job-1", name="nightly", metadata={"batch": 7}) as job:
+        with context.unit_of_work("job-1", name="nightly", metadata={"batch": 7}) as job:
             assert job.metadata == {"batch": 7}
             assert context.get(keys.START_TIME) is not None
         with (
             pytest.raises(ValueError, match="bad row"),
-            context.request_context("job-2", name="nightly"),
+            context.unit_of_work("job-2", name="nightly"),
         ):
             raise ValueError("bad row\nFAKE: line")
     assert captured.events() == [
@@ -79,7 +79,7 @@ def test_start_success_and_error_are_logged_with_timing() -> None:
 
 def test_a_cancelled_job_is_logged_without_a_traceback(loop_factory: LoopFactory) -> None:
     async def job(started: asyncio.Event) -> None:
-        async with context.request_context("job-c"):
+        async with context.unit_of_work("job-c"):
             started.set()
             await asyncio.sleep(30)
 
@@ -102,7 +102,7 @@ def test_a_cancelled_job_is_logged_without_a_traceback(loop_factory: LoopFactory
 def test_an_invalid_id_is_replaced_and_kept_escaped() -> None:
     with (
         capture("aioreqctx") as warnings,
-        context.request_context("bad id\r\nX: y") as job,
+        context.unit_of_work("bad id\r\nX: y") as job,
     ):
         assert job.request_id is not None
         assert len(job.request_id) == 36
@@ -113,7 +113,7 @@ def test_an_invalid_id_is_replaced_and_kept_escaped() -> None:
 
 def test_a_job_is_in_the_registry_while_it_runs() -> None:
     registry = context.InFlightRegistry()
-    with context.request_context("job-r", name="reindex", registry=registry):
+    with context.unit_of_work("job-r", name="reindex", registry=registry):
         with context.timed_operation("scan"):
             (entry,) = registry.entries()
             assert (entry.request_id, entry.method, entry.path) == ("job-r", None, "reindex")
@@ -125,7 +125,7 @@ def test_a_job_is_in_the_registry_while_it_runs() -> None:
 def test_a_structlog_logger_gets_the_events() -> None:
     with (
         structlog.testing.capture_logs() as logs,
-        context.request_context("job-s", logger=structlog.get_logger()),
+        context.unit_of_work("job-s", logger=structlog.get_logger()),
     ):
         pass
     assert [(log["event"], log["request_id"]) for log in logs] == [
@@ -135,6 +135,6 @@ def test_a_structlog_logger_gets_the_events() -> None:
 
 
 def test_one_object_opens_once() -> None:
-    job = context.request_context()
+    job = context.unit_of_work()
     with job, pytest.raises(RuntimeError, match="already open"):
         job.__enter__()

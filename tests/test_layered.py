@@ -19,8 +19,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import aioreqctx as context
-from aioreqctx import LayeredContext, inheritance, keys, layered
-from aioreqctx.store import current_mapping
+from aioreqctx import LayeredContext, keys
+from aioreqctx._core import inheritance, layered
+from aioreqctx._core.store import current_mapping, untasked_writes
 
 from .conftest import LoopFactory, run
 from .http_helpers import serving
@@ -46,6 +47,7 @@ def in_context_of(mapping: dict[str, Any], write: Callable[..., None], *args: An
 
     def enter_and_write() -> None:
         current_mapping.set(mapping)
+        untasked_writes.set(mapping)  # this code owns it (outside a task, writes copy otherwise)
         write(*args)
 
     contextvars.copy_context().run(enter_and_write)

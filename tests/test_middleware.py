@@ -18,6 +18,7 @@ import aioreqctx as context
 
 from .conftest import FACTORIES, LoopFactory, run
 from .http_helpers import get_request, raw_exchange, serving
+from .log_capture import ListHandler, attached
 
 
 def is_uuid4(value: str) -> bool:
@@ -345,6 +346,53 @@ def test_a_client_hanging_up_mid_stream_is_not_a_server_error(
 
     with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
         run(loop_factory, main)
-    assert statuses == [context.CLIENT_CLOSED_REQUEST]
+    assert statuses == [context.web.CLIENT_CLOSED_REQUEST]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert any("disconnected" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("arrangement", ["listed twice", "main app and sub-app"])
+def test_the_bare_middleware_twice_still_gives_one_id_per_request(
+    loop_factory: LoopFactory, arrangement: str
+) -> None:
+    lines = ListHandler("%(levelname)s %(message)s")
+    seen = SeenBy()
+    second = context.RequestIdMiddleware(response_header="X-Other-ID")
+
+    async def handler(request: web.Request) -> web.Response:
+        logging.getLogger("tests.twice").info("handled")
+        return web.Response(text=str(context.get(context.REQUEST_ID)))
+
+    def make() -> web.Application:
+        if arrangement == "listed twice":
+            app = web.Application(middlewares=[context.web.request_id_middleware, second])
+            app.router.add_get("/api/x", handler)
+            return app
+        app = web.Application(middlewares=[context.web.request_id_middleware])
+        api = web.Application(middlewares=[second])
+        api.router.add_get("/x", handler)
+        app.add_subapp("/api", api)
+        return app
+
+    async def main() -> list[Any]:
+        async with serving(make()) as port:
+            return await raw_exchange(
+                port,
+                get_request("/api/x", b"X-Request-ID: bad value"),
+                get_request("/api/x", b"X-Request-ID: twice-2"),
+            )
+
+    logging.getLogger("tests.twice").addFilter(seen)
+    try:
+        with attached("aioreqctx", lines), attached("tests.twice", ListHandler()):
+            replies = run(loop_factory, main)
+    finally:
+        logging.getLogger("tests.twice").removeFilter(seen)
+    ids = [reply.all("X-Request-ID") for reply in replies]
+    assert is_uuid4(ids[0][0])
+    assert ids[1] == ["twice-2"]
+    assert [[reply.body.decode()] for reply in replies] == ids  # what the handler saw
+    assert [[request_id] for _, request_id in seen.seen] == ids  # what its log lines carry
+    assert [reply.all("X-Other-ID") for reply in replies] == [[], []]
+    assert [line.split()[0] for line in lines.lines] == ["WARNING", "DEBUG"]  # once each
+    assert "second RequestIdMiddleware" in lines.lines[1]

@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 import aioreqctx as context
-from aioreqctx.observers import RequestObserver
+from aioreqctx.web.observers import RequestObserver
 
 from .conftest import LoopFactory, run
 from .http_helpers import get_request, raw_exchange, serving
@@ -114,7 +114,7 @@ def test_a_cancelled_request_is_finished_with_its_cancellation(loop_factory: Loo
     run(loop_factory, main)
     assert recorder.events == [
         ("started", "/hangs", "gone"),
-        ("finished", "/hangs", "gone", context.CLIENT_CLOSED_REQUEST, asyncio.CancelledError),
+        ("finished", "/hangs", "gone", context.web.CLIENT_CLOSED_REQUEST, asyncio.CancelledError),
     ]
 
 

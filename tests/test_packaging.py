@@ -85,5 +85,14 @@ def test_sdist_holds_the_package_and_no_tests(dist: dict[str, Path]) -> None:
     assert "aioreqctx/py.typed" in names
 
 
+def test_the_wheel_holds_every_module_of_every_layer(dist: dict[str, Path]) -> None:
+    with zipfile.ZipFile(dist["wheel"]) as wheel:
+        names = set(wheel.namelist())
+    package = {path.relative_to(ROOT).as_posix() for path in (ROOT / "aioreqctx").rglob("*.py")}
+    assert {"aioreqctx/_core/store.py", "aioreqctx/web/middleware.py"} <= package
+    assert package <= names
+    assert "aioreqctx/py.typed" in names
+
+
 def test_version_is_the_installed_distributions() -> None:
     assert aioreqctx.__version__ == importlib.metadata.version("aioreqctx")

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
+import itertools
 
-from aioreqctx.store import current_mapping
+import pytest
+from aiohttp import ClientSession, web
+
+import aioreqctx as context
+from aioreqctx._core.store import current_mapping
+from aioreqctx.testing import RequestIdCheck
+
+from .conftest import LoopFactory, run
+from .http_helpers import serving
 
 INI = """
 [pytest]
@@ -124,3 +132,75 @@ def test_client_check_and_captured_log_lines(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         ["*AssertionError: GET / answered 200 with 0 X-Request-ID headers, not 1"]
     )
+
+
+CUSTOM_GENERATOR = """
+import itertools
+
+from aiohttp import web
+
+import aioreqctx
+
+counter = itertools.count(1)
+
+
+def make_app(with_setup):
+    options = dict(
+        generator=lambda: f"svc~{next(counter)}",
+        validator=lambda value: value.startswith("svc~"),
+        response_header="X-Trace-Ref",
+        header_names=("X-Trace-Ref",),
+    )
+    app = web.Application(
+        middlewares=[] if with_setup else [aioreqctx.RequestIdMiddleware(**options)]
+    )
+    if with_setup:
+        aioreqctx.setup(app, **options)
+    app.router.add_get("/", lambda request: web.Response())
+    return app
+
+
+async def test_with_setup(aioreqctx_client):
+    client = await aioreqctx_client(make_app(True))
+    for sent in ({}, {"X-Trace-Ref": "svc~given"}, {"X-Trace-Ref": "plain-id"}):
+        assert (await client.get("/", headers=sent)).status == 200
+    first, given, replaced = client.request_id_check.ids
+    assert first.startswith("svc~") and replaced.startswith("svc~") and given == "svc~given"
+
+
+async def test_with_the_bare_middleware(aioreqctx_client):
+    client = await aioreqctx_client(make_app(False))
+    assert (await client.get("/", headers={"X-Trace-Ref": "plain-id"})).status == 200
+    assert client.request_id_check.ids[0].startswith("svc~")
+"""
+
+
+def test_the_client_checks_ids_with_the_apps_own_rules(pytester: pytest.Pytester) -> None:
+    """IDs a custom generator makes (``svc~1``) pass; an ID the app's validator refuses may be
+    replaced; the app's own response header is the one checked."""
+    pytester.makeini(INI.replace("strict", "auto"))
+    pytester.makepyfile(CUSTOM_GENERATOR)
+    pytester.runpytest().assert_outcomes(passed=2)
+
+
+def test_request_id_check_alone_accepts_what_a_custom_generator_makes(
+    loop_factory: LoopFactory,
+) -> None:
+    """Without the app, the check holds received IDs to the floor, not the stock alphabet."""
+    counter = itertools.count(1)
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response()
+
+    async def main() -> list[str]:
+        app = web.Application()
+        context.setup(app, generator=lambda: f"svc~{next(counter)}")
+        app.router.add_get("/", ok)
+        check = RequestIdCheck()
+        async with serving(app) as port, ClientSession(middlewares=(check,)) as session:
+            for _ in range(2):
+                async with session.get(f"http://127.0.0.1:{port}/") as response:
+                    assert response.status == 200
+        return check.ids
+
+    assert run(loop_factory, main) == ["svc~1", "svc~2"]

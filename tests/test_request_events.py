@@ -143,7 +143,7 @@ def test_bad_options_are_refused() -> None:
 
 
 def test_default_levels() -> None:
-    assert [context.level_for_status(s) for s in (200, 302, 404, 503)] == [
+    assert [context.web.level_for_status(s) for s in (200, 302, 404, 503)] == [
         logging.INFO,
         logging.INFO,
         logging.WARNING,

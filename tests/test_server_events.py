@@ -19,8 +19,8 @@ import pytest
 from aiohttp import web
 
 import aioreqctx as context
-from aioreqctx.lifecycle import as_collector
-from aioreqctx.server_events import ServerEvents
+from aioreqctx.events import as_collector
+from aioreqctx.web.server_events import ServerEvents
 
 from .conftest import LoopFactory, run
 from .http_helpers import get_request, raw_exchange, read_response, serving
@@ -69,7 +69,7 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 def closed(events: list[Any]) -> Callable[[], bool]:
-    return lambda: any(isinstance(e, context.ConnectionCompleted) for e in events)
+    return lambda: any(isinstance(e, context.events.ConnectionCompleted) for e in events)
 
 
 def kinds(events: list[Any]) -> list[str]:
@@ -120,8 +120,8 @@ def test_keep_alive_requests_carry_their_ids_and_count_every_byte(
             await until(closed(events))
 
     run(loop_factory, main)
-    started = [e for e in events if isinstance(e, context.RequestStarted)]
-    completed = [e for e in events if isinstance(e, context.ResponseCompleted)]
+    started = [e for e in events if isinstance(e, context.events.RequestStarted)]
+    completed = [e for e in events if isinstance(e, context.events.ResponseCompleted)]
     assert kinds(events) == [
         "ConnectionOpened",
         *["RequestStarted", "ResponseCompleted"] * 5,
@@ -156,7 +156,7 @@ def test_byte_totals_equal_what_the_client_received(loop_factory: LoopFactory) -
             await until(closed(events))
 
     run(loop_factory, main)
-    completed = [e for e in events if isinstance(e, context.ResponseCompleted)]
+    completed = [e for e in events if isinstance(e, context.events.ResponseCompleted)]
     assert [e.request_id for e in completed] == [f"p-{i}" for i in range(6)]
     assert [e.streaming for e in completed] == [False] * 5 + [True]
     assert events[-1].requests_served == 6
@@ -258,7 +258,7 @@ class ConnectionsOnly:
         self.events: list[Any] = []
 
     def wants(self, kind: type) -> bool:
-        return kind in (context.ConnectionOpened, context.ConnectionCompleted)
+        return kind in (context.events.ConnectionOpened, context.events.ConnectionCompleted)
 
     def record(self, event: Any) -> None:
         self.events.append(event)
@@ -348,7 +348,7 @@ def test_a_failing_collector_never_breaks_the_server(
 
 def test_the_default_collector_adds_nothing() -> None:
     app = web.Application()
-    middleware = context.setup(app, collector=context.NoopCollector())
+    middleware = context.setup(app, collector=context.events.NoopCollector())
     assert middleware.observers == ()
     assert "_make_handler" not in vars(app)
 
@@ -412,10 +412,8 @@ SERVER = textwrap.dedent(
 )
 
 
-def test_web_run_app_in_a_subprocess(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+def test_web_run_app_in_a_subprocess(tmp_path: Path, unused_tcp_port: int) -> None:
+    port = unused_tcp_port  # pytest-asyncio's
     script = tmp_path / "server.py"
     script.write_text(SERVER)
     server = subprocess.Popen(

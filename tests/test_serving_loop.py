@@ -14,7 +14,7 @@ import pytest
 from aiohttp import ClientSession, web
 
 import aioreqctx as context
-from aioreqctx.factories import register_dispatcher
+from aioreqctx._core.factories import EAGER_TASKS_SUPPORTED, register_dispatcher
 
 from .conftest import LoopFactory, run
 from .http_helpers import serving
@@ -161,8 +161,10 @@ def test_a_factory_already_on_the_loop_is_named_replaced_and_put_back(
         during, after = run(loop_factory, main)
     assert (during, after) == (context.copying_task_factory, context.chainmap_task_factory)
     [warning] = caplog.records
-    assert "aioreqctx.factories.chainmap_task_factory" in warning.getMessage()
-    assert "setup(task_factory=aioreqctx.factories.copying_task_factory)" in warning.getMessage()
+    assert "aioreqctx._core.factories.chainmap_task_factory" in warning.getMessage()
+    assert (
+        "setup(task_factory=aioreqctx._core.factories.copying_task_factory)" in warning.getMessage()
+    )
 
 
 async def coroutine_of_request(
@@ -230,7 +232,7 @@ def test_the_installed_factory_takes_aiohttps_connection_and_request_tasks(
     results = run(loop_factory, main)
     if kwargs.get("name"):
         assert {name for name, _, _ in results} == {kwargs["name"]}
-    eager = bool(kwargs.get("eager_start")) and context.EAGER_TASKS_SUPPORTED
+    eager = bool(kwargs.get("eager_start")) and EAGER_TASKS_SUPPORTED
     assert [ran_eagerly for _, ran_eagerly, _ in results] == [eager] * 3
     # Each request task starts from nothing of the previous request's, whatever the factory,
     # sets its own ID (as the middleware does) and its child task sees it.

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any, ClassVar
 
 import pytest
 
-from aioreqctx.snapshot import snapshot
+from aioreqctx._core.snapshot import snapshot
 
 
 class Database:
@@ -57,3 +58,28 @@ def test_a_failed_value_does_not_spoil_the_copies_of_the_others() -> None:
     assert copied["payload"] == payload
     assert copied["payload"] is not payload
     assert copied["holder"][0] is copied["payload"]
+
+
+class Probe:
+    """A mutable value that notes the memo each deep copy of it is given."""
+
+    memos: ClassVar[list[dict[int, Any]]] = []
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Probe:
+        Probe.memos.append(memo)
+        return Probe()
+
+
+def test_one_deep_copy_however_many_mutable_values_follow_a_big_one() -> None:
+    """A 5,000-object value then 40 small ones: the copies share one memo, never a copy of it
+    per value (which cost 40 x 5,000 table entries), and it holds each object once."""
+    big = [[n] for n in range(5000)]
+    mapping: dict[str, Any] = {"big": big, **{f"small-{n}": Probe() for n in range(40)}}
+    Probe.memos = []
+    copied = snapshot(mapping)
+    (memo,) = {id(memo): memo for memo in Probe.memos}.values()
+    assert len(Probe.memos) == 40
+    assert sum(id(item) in memo for item in big) == 5000  # the big value's copies, once
+    assert copied["big"] == big
+    assert copied["big"][0] is not big[0]
+    assert all(isinstance(copied[f"small-{n}"], Probe) for n in range(40))

@@ -20,7 +20,8 @@ from aioreqctx import keys
 
 from .conftest import LoopFactory, run
 from .http_helpers import serving
-from .log_capture import ListHandler, attached, eventually
+from .log_capture import ListHandler, attached
+from .waiting import until
 
 child = logging.getLogger("tests.app.child")
 
@@ -101,7 +102,9 @@ def test_records_from_everywhere_carry_their_request_id(loop_factory: LoopFactor
                     return response.status
 
             assert await asyncio.gather(*map(call, ids)) == [200] * 3
-            await eventually(lambda: sum("access" in line for line in handler.lines) == 3)
+            await until(
+                lambda: sum("access" in line for line in handler.lines) == 3, "3 access lines"
+            )
 
     try:
         run(loop_factory, main)
@@ -241,7 +244,9 @@ def test_aioreqctx_events_under_every_documented_set_up_combined(loop_factory: L
                 headers = {"X-Request-ID": rid}
                 async with session.get(f"http://127.0.0.1:{port}/", headers=headers) as response:
                     assert response.status == 200
-            await eventually(lambda: sum(" access " in line for line in text.lines) == len(ids))
+            await until(
+                lambda: sum(" access " in line for line in text.lines) == len(ids), "access lines"
+            )
 
     uninstall = context.install_log_record_factory(context_keys={"user.id": "user_id"})
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 import aioreqctx as context
 
 from .conftest import LoopFactory, run
+from .log_capture import ListHandler, attached
 
 
 def test_get_outside_any_task_returns_the_default() -> None:
@@ -62,6 +64,25 @@ def test_scope_is_fresh_isolated_and_restores_the_previous_context(
         return seen
 
     assert run(loop_factory, main) == [None, "job-1", 2, True, None, 1, True]
+
+
+def test_scope_request_id_keyword_is_the_request_id(loop_factory: LoopFactory) -> None:
+    lines = ListHandler("[%(request_id)s] %(message)s")
+    lines.addFilter(context.RequestContextFilter())
+
+    async def main() -> list[object]:
+        async with context.scope(request_id="abc", tenant="acme") as inner:
+            logging.getLogger("tests.scope").info("inside")
+            return [inner.get("request_id"), context.get(context.REQUEST_ID), inner["tenant"]]
+
+    with attached("tests.scope", lines):
+        assert run(loop_factory, main) == [None, "abc", "acme"]
+    assert lines.lines == ["[abc] inside"]
+    same = context.scope({context.REQUEST_ID: "abc"}, request_id="abc")
+    with same as mapping:
+        assert mapping == {context.REQUEST_ID: "abc"}
+    with pytest.raises(ValueError, match=r"request_id= and aioreqctx\.REQUEST_ID"):
+        context.scope({context.REQUEST_ID: "abc"}, request_id="other")
 
 
 def test_scope_works_without_a_task_and_allows_writes() -> None:

@@ -19,7 +19,8 @@ from aioreqctx import keys
 
 from .conftest import LoopFactory, run
 from .http_helpers import get_request, raw_exchange, serving
-from .log_capture import attached, eventually
+from .log_capture import attached
+from .waiting import until
 
 
 def pure_structlog_json(stream: io.StringIO) -> None:
@@ -54,7 +55,7 @@ def stdlib_integrated_json(handler: logging.Handler) -> None:
     )
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[context.add_event_fields, *shared],
+            foreign_pre_chain=[context.log.add_event_fields, *shared],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.JSONRenderer(),
@@ -118,12 +119,12 @@ def check_events(events: list[dict[str, Any]], stdlib_integrated: bool) -> None:
 def test_pure_structlog_json(loop_factory: LoopFactory, reset_structlog: None) -> None:
     stream = io.StringIO()
     pure_structlog_json(stream)
-    access_log_class = context.access_logger_for(structlog.get_logger("access"))
+    access_log_class = context.web.access_logger_for(structlog.get_logger("access"))
 
     async def main() -> None:
         structlog.get_logger().info("startup")
         await serve_two_requests(access_log_class)
-        await eventually(lambda: stream.getvalue().count('"event": "access"') == 2)
+        await until(lambda: stream.getvalue().count('"event": "access"') == 2, "2 access lines")
 
     run(loop_factory, main)
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
@@ -135,12 +136,12 @@ def test_stdlib_integrated_json(loop_factory: LoopFactory, reset_structlog: None
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     stdlib_integrated_json(handler)
-    access_log_class = context.access_logger_for(structlog.get_logger("tests.sl.access"))
+    access_log_class = context.web.access_logger_for(structlog.get_logger("tests.sl.access"))
 
     async def main() -> None:
         structlog.get_logger("tests.sl.app").info("startup")
         await serve_two_requests(access_log_class)
-        await eventually(lambda: stream.getvalue().count('"event": "access"') == 2)
+        await until(lambda: stream.getvalue().count('"event": "access"') == 2, "2 access lines")
 
     with attached("tests.sl", handler):
         run(loop_factory, main)
@@ -185,7 +186,7 @@ def test_stdlib_integrated_json_has_aioreqctxs_own_events_as_fields_once(
         async with serving(app, access_log_class=context.AccessLogger) as port:
             (response,) = await raw_exchange(port, get_request("/", b"X-Request-ID: own-1"))
             assert response.status == 200
-        await eventually(lambda: "connection_completed" in stream.getvalue())
+        await until(lambda: "connection_completed" in stream.getvalue(), "connection_completed")
 
     with attached("aiohttp.access", handler), attached("aioreqctx", handler):
         run(loop_factory, main)

@@ -4,8 +4,10 @@ real receiver) and on taskiq's in-memory broker."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,20 +17,24 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import port_for
 import pytest
 import structlog
 from aiohttp import ClientSession, web
-from taskiq import InMemoryBroker
+from mirakuru import TCPExecutor
+from taskiq import InMemoryBroker, TaskiqMessage, TaskiqMiddleware
+from taskiq.receiver import Receiver
+from taskiq_redis import RedisStreamBroker
 
 import aioreqctx as context
 from aioreqctx import keys
 from aioreqctx.integrations.taskiq import JobContextMiddleware, attempt_of
-from aioreqctx.job_context import CARRIED_PARENT_JOB_ID, CARRIED_REQUEST_ID
+from aioreqctx.propagation.jobs import CARRIED_PARENT_JOB_ID, CARRIED_REQUEST_ID
 
 from .conftest import LoopFactory, run
 from .http_helpers import serving
-from .log_capture import ListHandler, attached
-from .redis_server import RedisServer
+from .log_capture import Captured, ListHandler, attached, capture
+from .redis_fixtures import INSTALL_HINT
 from .taskiq_app import (
     LINE_FORMAT,
     WORKER_CONTEXT,
@@ -45,14 +51,14 @@ WORKER_OPTIONS = ("--workers", "1", "--no-configure-logging", "--wait-tasks-time
 
 
 @pytest.fixture(params=["redis", "memory"])
-def make_app(request: pytest.FixtureRequest, redis_server: RedisServer) -> Callable[..., TaskiqApp]:
+def make_app(request: pytest.FixtureRequest, redis_url: str) -> Callable[..., TaskiqApp]:
     """Builds a ``TaskiqApp`` on a fresh Redis queue, or on an in-memory broker."""
 
-    def make(**options: Any) -> TaskiqApp:
+    def make(**options: Any) -> TaskiqApp:  # JobPropagation's options, and after=(middlewares)
         if request.param == "memory":
             return TaskiqApp(memory_broker(**options))
         queue = f"taskiq-{request.node.name}-{os.urandom(4).hex()}"
-        return TaskiqApp(redis_broker(redis_server.url, queue, **options))
+        return TaskiqApp(redis_broker(redis_url, queue, **options))
 
     return make
 
@@ -175,7 +181,7 @@ def test_tasks_kicked_from_child_tasks_threads_and_other_tasks(
 def test_the_deadline_and_the_configured_context_keys_travel(
     make_app: Callable[..., TaskiqApp], loop_factory: LoopFactory
 ) -> None:
-    app = make_app(context_keys=("tenant",))
+    app = make_app(context_keys=("tenant",), carry_deadline=True)
 
     async def main() -> None:
         async with working(app):
@@ -371,12 +377,10 @@ def test_a_bad_propagation_is_refused() -> None:
         JobContextMiddleware({"outside_request": "skip"})  # type: ignore[arg-type]
 
 
-def test_a_taskiq_worker_process_logs_under_the_handlers_id(
-    redis_server: RedisServer, tmp_path: Path
-) -> None:
+def test_a_taskiq_worker_process_logs_under_the_handlers_id(redis_url: str, tmp_path: Path) -> None:
     """`taskiq worker` in a process of its own, its output captured."""
     queue = f"taskiq-process-{os.urandom(4).hex()}"
-    env = {**os.environ, "REDIS_URL": redis_server.url, "TASKIQ_QUEUE": queue}
+    env = {**os.environ, "REDIS_URL": redis_url, "TASKIQ_QUEUE": queue}
     output = tmp_path / "worker.log"
     with output.open("w") as sink:
         worker = subprocess.Popen(
@@ -388,7 +392,7 @@ def test_a_taskiq_worker_process_logs_under_the_handlers_id(
             start_new_session=True,
         )
     try:
-        app = TaskiqApp(redis_broker(redis_server.url, queue))
+        app = TaskiqApp(redis_broker(redis_url, queue))
 
         async def main() -> list[str]:
             await app.broker.startup()
@@ -411,3 +415,97 @@ def test_a_taskiq_worker_process_logs_under_the_handlers_id(
         ), text
         assert f"request_id='{request_id}'" in text
     assert "Traceback" not in text
+
+
+class FailingPreExecute(TaskiqMiddleware):
+    """A middleware after aioreqctx's whose ``pre_execute`` fails: taskiq then skips the task,
+    and every ``post_execute``."""
+
+    def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
+        raise RuntimeError("a later middleware failed")
+
+
+def _job_lines(captured: Captured, event: str) -> list[logging.LogRecord]:
+    return [record for record in captured.records if getattr(record, "event", None) == event]
+
+
+def test_a_job_whose_post_execute_never_runs_is_closed_when_its_task_ends(
+    make_app: Callable[..., TaskiqApp], loop_factory: LoopFactory
+) -> None:
+    registry = context.InFlightRegistry()
+    app = make_app(events=context.JobEvents(), registry=registry, after=(FailingPreExecute(),))
+
+    async def main() -> None:
+        async with working(app):
+            async with context.scope({keys.REQUEST_ID: "req-never"}):
+                await app.record.kiq("never")
+            await until(lambda: _job_lines(handler, "job_failed"), "the job_failed line")
+
+    with capture("aioreqctx.jobs") as handler:
+        run(loop_factory, main)
+    assert registry.count() == 0
+    (failed,) = _job_lines(handler, "job_failed")
+    assert (failed.request_id, failed.outcome, failed.error) == (  # type: ignore[attr-defined]
+        "req-never",
+        "error",
+        "RuntimeError",
+    )
+    assert "never" not in app.seen  # taskiq skipped the task itself
+
+
+def test_a_job_whose_ack_fails_because_redis_went_away_is_closed(
+    loop_factory: LoopFactory, tmp_path: Path
+) -> None:
+    executable = shutil.which("redis-server")
+    assert executable is not None, INSTALL_HINT
+    port = port_for.select_random()
+    server = TCPExecutor(
+        [
+            executable,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(tmp_path),
+        ],
+        host="127.0.0.1",
+        port=port,
+        timeout=30,
+    )
+    server.start()  # a server of its own: the task kills it
+    registry = context.InFlightRegistry()
+    broker = RedisStreamBroker(f"redis://127.0.0.1:{port}/0", queue_name="acked").with_middlewares(
+        JobContextMiddleware(context.JobPropagation(events=context.JobEvents(), registry=registry))
+    )
+
+    async def redis_goes_away() -> None:
+        server.kill()
+
+    task = broker.register_task(redis_goes_away, task_name="redis_goes_away")
+
+    async def main() -> None:
+        await broker.startup()
+        receiver = Receiver(broker, max_async_tasks=10, run_startup=False)
+        with context.scope(WORKER_CONTEXT):
+            listener = asyncio.create_task(receiver.listen(asyncio.Event()))
+        async with context.scope({keys.REQUEST_ID: "req-acked"}):
+            await kicked(task, ack_type="when_executed").kiq()  # acked before post_execute
+        await until(lambda: _job_lines(handler, "job_failed"), "the job_failed line")
+        listener.cancel()
+        with contextlib.suppress(BaseException):  # the listener lost Redis too
+            await listener
+        with contextlib.suppress(Exception):  # closes the broker's connections to the dead server
+            await broker.shutdown()
+
+    try:
+        with capture("aioreqctx.jobs") as handler:
+            run(loop_factory, main)
+    finally:
+        server.kill()
+    assert registry.count() == 0
+    (failed,) = _job_lines(handler, "job_failed")
+    assert (failed.request_id, failed.outcome) == ("req-acked", "error")  # type: ignore[attr-defined]
+    assert "Connection" in failed.error  # type: ignore[attr-defined]

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import weakref
+from collections.abc import AsyncIterator
 from time import perf_counter
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 import aioreqctx as context
-from aioreqctx.timing import ENTRY_LIMIT, SERVER_TIMING_ENTRIES, server_timing_header
+from aioreqctx import keys
+from aioreqctx._core.timing import (
+    ENTRY_LIMIT,
+    SERVER_TIMING_ENTRIES,
+    OperationTimings,
+    server_timing_header,
+)
 
 from .conftest import LoopFactory, run
 from .http_helpers import serving
@@ -36,7 +46,9 @@ def test_timed_operation_records_into_the_current_context_in_every_form() -> Non
         assert block.last_ms is not None
         return [work(), await async_work()]
 
-    with context.scope({context.START_MONOTONIC: perf_counter(), context.OPERATIONS: timings}):
+    with context.scope(
+        {context.keys.START_MONOTONIC: perf_counter(), context.keys.OPERATIONS: timings}
+    ):
         assert asyncio.run(main()) == [1, 2]
         elapsed = context.elapsed_ms()
     assert [name for name, _ in timings.entries()] == ["block", "sync call", "async call"]
@@ -59,7 +71,7 @@ def test_server_timing_names_become_tokens() -> None:
 
 def test_the_current_operation_is_the_latest_still_running() -> None:
     timings = context.OperationTimings()
-    with context.scope({context.OPERATIONS: timings}):
+    with context.scope({context.keys.OPERATIONS: timings}):
         assert timings.current_operation() is None
         with context.timed_operation("request"):
             with context.timed_operation("db"):
@@ -141,7 +153,7 @@ def test_repeats_are_summed_under_one_name() -> None:
 
 def test_a_long_running_job_keeps_a_bounded_list_of_operations() -> None:
     async def main() -> tuple[int, int]:
-        async with context.request_context(name="forever") as job:
+        async with context.unit_of_work(name="forever") as job:
             for _ in range(ENTRY_LIMIT + 500):
                 with context.timed_operation("tick"):
                     pass
@@ -194,3 +206,69 @@ def test_one_shared_instance_times_concurrent_requests_apart(loop_factory: LoopF
     assert db_ms(slow_header) >= 250.0
     assert db_ms(fast_header) < 100.0
     assert db.last_ms is not None
+
+
+def test_a_shared_operation_closed_by_the_loop_in_an_abandoned_generator_holds_nothing(
+    loop_factory: LoopFactory,
+) -> None:
+    """200 requests each abandon an async generator mid-stream inside a shared operation; the
+    loop finalises each in a task of its own, which closes the right use."""
+    db = context.timed_operation("db")
+    errors: list[dict[str, Any]] = []
+
+    async def rows() -> AsyncIterator[int]:
+        async with db:
+            yield 1
+            yield 2
+
+    async def request() -> OperationTimings:
+        async with context.scope({keys.OPERATIONS: OperationTimings()}) as mapping:
+            stream = rows()
+            await anext(stream)  # ...and the stream is abandoned
+            del stream  # freed here: the loop's finaliser schedules its aclose()
+            timings: OperationTimings = mapping[keys.OPERATIONS]
+            return timings
+
+    async def main() -> tuple[list[weakref.ref[asyncio.Task[Any]]], list[OperationTimings]]:
+        asyncio.get_running_loop().set_exception_handler(lambda _, error: errors.append(error))
+        tasks = [asyncio.create_task(request()) for _ in range(200)]
+        timings = [await task for task in tasks]
+        for _ in range(5):  # the loop's aclose() tasks run
+            await asyncio.sleep(0)
+        return [weakref.ref(task) for task in tasks], timings
+
+    refs, timings = run(loop_factory, main)
+    gc.collect()
+    assert errors == []
+    assert all(ref() is None for ref in refs)  # no task (no request) kept alive
+    assert all(len(entries.entries()) == 1 for entries in timings)  # each use ended, in its own
+    assert db.last_ms is not None
+
+
+def test_a_shared_operation_closed_in_another_task_ends_the_use_of_the_task_that_opened_it(
+    loop_factory: LoopFactory,
+) -> None:
+    """A pytest-asyncio fixture: set up in one task, torn down in another."""
+    db = context.timed_operation("db")
+
+    async def set_up(mapping: dict[str, Any]) -> None:
+        with context.scope(mapping):
+            db.__enter__()
+
+    async def main() -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+        fixture, other = (
+            {keys.OPERATIONS: OperationTimings()},
+            {keys.OPERATIONS: OperationTimings()},
+        )
+        await asyncio.create_task(set_up(fixture))
+        with context.scope(other):
+            with db:  # a use of this task's own, opened and closed here
+                pass
+            db.__exit__(None, None, None)  # the fixture's teardown, in another task
+        return fixture[keys.OPERATIONS].entries(), other[keys.OPERATIONS].entries()
+
+    fixture_entries, other_entries = run(loop_factory, main)
+    assert [name for name, _ in fixture_entries] == ["db"]
+    assert [name for name, _ in other_entries] == ["db"]
+    with pytest.raises(RuntimeError, match="closed more often than opened"):
+        db.__exit__(None, None, None)

@@ -28,7 +28,7 @@ from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any, overload
 
-from ..job_context import JobPropagation
+from ..propagation.jobs import JobPropagation
 from . import missing_extra
 
 try:

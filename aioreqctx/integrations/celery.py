@@ -15,14 +15,14 @@ from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 from .. import keys
-from ..job_context import (
+from .._core.store import current_mapping
+from ..propagation.jobs import (
     CARRIED_PARENT_JOB_ID,
     CARRIED_REQUEST_ID,
     CARRIER_PREFIX,
     JobPropagation,
     JobScope,
 )
-from ..store import current_mapping
 from . import missing_extra
 
 try:

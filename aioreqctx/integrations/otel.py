@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .. import keys
-from ..store import Context
+from .._core.store import Context
+from ..web.middleware import OWN_RECORD
 from . import missing_extra
 
 try:
@@ -58,7 +58,7 @@ class SpanRequestIdObserver:
     def request_started(self, request: web.Request, mapping: Context) -> None:
         span = trace.get_current_span()
         if span.is_recording():
-            span.set_attribute(self.attribute, mapping[keys.REQUEST_ID])
+            span.set_attribute(self.attribute, request[OWN_RECORD][0])
 
     def request_finished(
         self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..lifecycle import (
+from ..events import (
     ClientDisconnected,
     ConnectionCompleted,
     ConnectionOpened,

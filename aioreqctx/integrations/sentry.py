@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .. import keys
-from ..store import Context, current_mapping
+from .._core.store import Context, current_mapping
 from . import missing_extra
 
 try:

@@ -1,0 +1,64 @@
+"""Deep copies of a context that cost one ``dict()`` call when every value is immutable.
+
+``copying_task_factory`` promises aiotask-context's deep-copy semantics (a child's in-place
+change to a list never reaches its parent), but ``copy.deepcopy`` of a whole mapping costs
+microseconds per task, and a request context usually holds only strings and numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping
+from itertools import islice
+from typing import Any
+
+logger = logging.getLogger("aioreqctx")
+
+# Values that deep-copying would return unchanged.
+_IMMUTABLE_TYPES = frozenset({str, int, float, bool, bytes, complex, type(None)})
+_warned_uncopyable: set[type] = set()
+
+
+def snapshot(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``mapping`` as a dict; immutable values are shared, not copied.
+
+    Values are copied one key at a time with one memo, so two keys that refer to the same
+    object still do in the copy. A value that cannot be deep-copied is shared instead, and the
+    memo entries its failed attempt added (half-built copies) are thrown away with it, and
+    only those, only then: another key that refers to the same object then fails too and
+    shares the original, rather than getting an empty shell. The memo is never copied, so a
+    snapshot costs one deep copy however many mutable values it holds.
+    """
+    copied = dict(mapping)
+    if _IMMUTABLE_TYPES.issuperset(map(type, copied.values())):
+        return copied
+    memo: dict[int, Any] = {}
+    for key, value in copied.items():
+        if type(value) not in _IMMUTABLE_TYPES:
+            size = len(memo)
+            try:
+                copied[key] = copy.deepcopy(value, memo)
+            except Exception as error:  # noqa: BLE001 - any failure means "cannot copy": share
+                _roll_back(memo, size)
+                _warn_shared(key, value, error)
+    return copied
+
+
+def _roll_back(memo: dict[int, Any], size: int) -> None:
+    """Forget what a failed copy added to ``memo`` (its newest entries: a deep copy only ever
+    adds to it), so no later key gets a half-built copy; the rest of the table is untouched."""
+    for added in list(islice(reversed(memo), len(memo) - size)):
+        del memo[added]
+
+
+def _warn_shared(key: str, value: Any, error: Exception) -> None:
+    if type(value) not in _warned_uncopyable:
+        _warned_uncopyable.add(type(value))
+        logger.warning(
+            "context value %r of type %s cannot be deep-copied (%s); child tasks "
+            "share this object. Store a copyable value to isolate children.",
+            key,
+            type(value).__qualname__,
+            error,
+        )
