@@ -21,6 +21,7 @@ from ._core.factories import (
     TaskFactory,
     chainmap_task_factory,
     copying_task_factory,
+    loop_factory,
     task_factory_for,
 )
 from ._core.ids import is_safe_request_id, is_valid_request_id, new_request_id
@@ -28,7 +29,6 @@ from ._core.layered import LayeredContext
 from ._core.lazy import lazy_names
 from ._core.options import OptionError
 from ._core.pool import IsolatedThreadPoolExecutor
-from ._core.serving_loop import loop_factory
 from ._core.store import NO_LOOP_EXCEPTION_MSG, Context, clear, get, scope, set  # noqa: A004
 from ._core.threads import bind_context, run_in_executor
 from ._core.timing import OperationTimings, elapsed_ms, timed_operation

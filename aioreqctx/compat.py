@@ -10,8 +10,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ._core import emit, inheritance
-from ._core.factories import CoroutineLike, spawn
+from ._core import emit
+from ._core.factories import CoroutineLike, copy_of, layer_over, share, spawn
 from ._core.store import Context
 
 PY37 = True
@@ -36,13 +36,13 @@ def dict_context_factory(
 ) -> Context:
     """aiotask-context's dict policy: the parent's dict itself, or a deep copy of it."""
     if copy_context:
-        return inheritance.copy_of(parent_context)
-    return inheritance.share(parent_context)
+        return copy_of(parent_context)
+    return share(parent_context)
 
 
 def chainmap_context_factory(parent_context: Context | None = None) -> Context:
     """aiotask-context's ChainMap policy: a new layer over the parent's mapping."""
-    return inheritance.layer_over(parent_context)
+    return layer_over(parent_context)
 
 
 def task_factory(
@@ -60,5 +60,5 @@ def task_factory(
     more plainly.
     """
     if context_factory is None:
-        context_factory = inheritance.copy_of if copy_context else inheritance.share
+        context_factory = copy_of if copy_context else share
     return spawn(loop, coro, kwargs, context_factory)

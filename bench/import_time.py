@@ -27,7 +27,6 @@ CORE = {
     "snapshot",
     "layered",
     "factories",
-    "inheritance",
     "threads",
     "dual",
     "sync_or_async",
@@ -39,7 +38,6 @@ CORE = {
     "request_view",
     "unit_of_work",
     "jobs",
-    "serving_loop",
     "lazy",
     "keys",
 }

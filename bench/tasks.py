@@ -3,11 +3,16 @@
 Measured in one process, on the asyncio and the uvloop event loop, with a context holding three
 immutable values (an X-Request-ID string and two ints), which is the common case:
 
+0. objects per task: how many objects the garbage collector tracks per task, counted with
+   ``gc.get_objects()`` over 5,000 trivial tasks created at once and not yet run, for the same
+   variants. Deterministic (no clock involved): the figure a noisy machine cannot move, and the
+   one that decides how often the collector runs, and how long it walks, during a fan-out.
 1. spawn: ``await loop.create_task(noop())`` one task at a time (a handler awaiting a helper),
    per task, for no factory (the floor), aioreqctx's ``task_factory``, ``copying_task_factory``
    and ``chainmap_task_factory``, and aiotask-context 0.6.1's three factories; ratio to the floor.
 2. fan-out: 20,000 trivial tasks created at once and then gathered (a handler gathering many
-   calls), per task; same variants, ratio to the floor.
+   calls), per task; same variants, ratio to the floor. Timed with the garbage collector on, as
+   servers run (the headline), then again with it off.
 3. chain: each task spawns one child and awaits it, 10 levels deep, per spawned task; same
    variants, ratio to the floor. For the ChainMap factories this grows the chain to 10 layers.
 4. get/set: ``aioreqctx.get``/``set`` and aiotask-context's ``get`` against a raw
@@ -16,15 +21,17 @@ immutable values (an X-Request-ID string and two ints), which is the common case
    ``chainmap_task_factory`` tasks against the same get in a flat context.
 
 Every case runs once per round, in an order rotated each round (after one discarded warm-up
-round), with the garbage collector off while it is timed. Rounds are many (25) and short (tens of
-ms): other machines' load on the shared cores comes in spells longer than that, and many short
-samples let every case catch quiet windows. The tables give the min and the median over rounds;
-ratios and PASS/FAIL use the min, since noise only ever adds time.
+round), with the garbage collector off while it is timed (but for the first fan-out table).
+Rounds are many (25) and short (tens of ms): other machines' load on the shared cores comes in
+spells longer than that, and many short samples let every case catch quiet windows. The tables
+give the min and the median over rounds; ratios and PASS/FAIL use the min, since noise only
+ever adds time.
 
 Run it with ``make bench`` (``python bench/tasks.py``, under a minute), ``--quick`` for a
-few-second smoke run, ``--loop asyncio|uvloop|both``, ``--markdown`` for bench/RESULTS.md. The
-verdicts are printed, not turned into an exit status. aiotask-context's factories accept
-``(loop, coro)`` only and uvloop always passes ``context=``, so there they fail, and say so.
+few-second smoke run, ``--objects`` for the object counts alone (about a second), ``--loop
+asyncio|uvloop|both``, ``--markdown`` for bench/RESULTS.md. The verdicts are printed, not
+turned into an exit status. aiotask-context's factories accept ``(loop, coro)`` only and uvloop
+always passes ``context=``, so there they fail, and say so.
 """
 
 from __future__ import annotations
@@ -172,6 +179,7 @@ class Section:
     unit: str
     scale: float  # seconds to ``unit``
     cases: list[Case]
+    collector_on: bool = False  # timed as servers run, collections included
 
 
 def create(coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
@@ -250,6 +258,51 @@ async def spawn_chains(n: int) -> float:
     return (perf_counter() - start) / (n * CHAIN_DEPTH)
 
 
+OBJECT_TASKS = 5_000
+
+
+async def tracked_per_task() -> float:
+    """Objects the garbage collector tracks per task, over ``OBJECT_TASKS`` trivial tasks created
+    from the running task and not yet run (their coroutines, Contexts, mappings...)."""
+    create_task = asyncio.get_running_loop().create_task
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(gc.get_objects())
+        tasks = [create_task(noop()) for _ in range(OBJECT_TASKS)]
+        tracked = len(gc.get_objects()) - before - 1  # the list holding them
+    finally:
+        gc.enable()
+    await asyncio.gather(*tasks)
+    return tracked / OBJECT_TASKS
+
+
+SPAWN_VARIANTS = (FLOOR, SHARE, COPY, CHAIN, ATC, ATC_COPY, ATC_CHAIN)
+
+
+async def object_counts() -> dict[str, float | str]:
+    """Tracked objects per task for every variant, in tasks its own factory made and seeded."""
+    counts: dict[str, float | str] = {}
+    for variant in SPAWN_VARIANTS:
+        try:
+            counts[variant.name] = await inside(variant, 0, tracked_per_task)
+        except TypeError as error:  # aiotask-context's factories under uvloop
+            counts[variant.name] = f"TypeError: {error}"
+    return counts
+
+
+def object_table(counts: dict[str, float | str], loop: str) -> list[list[str]]:
+    rows = [["case", "tracked objects per task", "vs floor"]]
+    floor = counts[FLOOR.name]
+    for name, count in counts.items():
+        if isinstance(count, str):
+            rows.append([name, f"fails under {loop}", count])
+        else:
+            extra = "" if name == FLOOR.name else f"+{count - float(floor):.2f}"
+            rows.append([name, f"{count:.2f}", extra])
+    return rows
+
+
 def python_floor_get(key: str, default: Any = None) -> Any:
     """The least a pure-Python ``get`` of one ContextVar-held mapping can do: one call, two
     lookups. What ``aioreqctx.get`` adds on top is its own work."""
@@ -288,9 +341,14 @@ def sections(settings: Settings, loop_kind: str) -> Iterator[Section]:
     """The four measurements, each a set of cases timed together and the ratios reported."""
 
     def spawns(
-        title: str, measure: Callable[[int], Awaitable[float]], n: int, kind: str = "one"
+        title: str,
+        measure: Callable[[int], Awaitable[float]],
+        n: int,
+        kind: str = "one",
+        *,
+        collector_on: bool = False,
     ) -> Section:
-        variants = (FLOOR, SHARE, COPY, CHAIN, ATC, ATC_COPY, ATC_CHAIN)
+        variants = SPAWN_VARIANTS
         overrides = TARGET_OVERRIDES.get((kind, loop_kind), {})
         return Section(
             title,
@@ -305,6 +363,7 @@ def sections(settings: Settings, loop_kind: str) -> Iterator[Section]:
                 )
                 for v in variants
             ],
+            collector_on,
         )
 
     def call(
@@ -322,11 +381,16 @@ def sections(settings: Settings, loop_kind: str) -> Iterator[Section]:
     yield spawns(
         "1. create + await one trivial task at a time", spawn_one_at_a_time, settings.tasks
     )
+    fan_out = f"{settings.fan_out:,} trivial tasks created at once, then gathered"
     yield spawns(
-        f"2. fan-out: {settings.fan_out:,} trivial tasks created at once, then gathered",
+        f"2. fan-out, collector on (as servers run): {fan_out}",
         spawn_fan_out,
         settings.fan_out,
         "fan-out",
+        collector_on=True,
+    )
+    yield spawns(
+        f"2b. fan-out, collector off: {fan_out}", spawn_fan_out, settings.fan_out, "fan-out"
     )
     yield spawns(
         f"3. chains of {CHAIN_DEPTH} nested spawns (each task awaits its one child)",
@@ -373,14 +437,16 @@ def sections(settings: Settings, loop_kind: str) -> Iterator[Section]:
     )
 
 
-async def interleaved(cases: list[Case], rounds: int) -> dict[str, list[float] | str]:
+async def interleaved(section: Section, rounds: int) -> dict[str, list[float] | str]:
     """Time every case once per round, starting one case later each round.
 
     Rotating the order spreads the slow spells of the shared cores, and whatever one case leaves
     behind for the next, over all cases instead of always hitting the same one. Round 0 warms
     up and is discarded. A case whose factory raises TypeError (aiotask-context's under uvloop)
-    gets the error instead of samples and is not run again.
+    gets the error instead of samples and is not run again. The collector is off while a case
+    is timed unless the section says otherwise; either way each case starts after a collection.
     """
+    cases = section.cases
     results: dict[str, list[float] | str] = {case.name: [] for case in cases}
     for round_ in range(rounds + 1):
         shift = round_ % len(cases)
@@ -389,7 +455,8 @@ async def interleaved(cases: list[Case], rounds: int) -> dict[str, list[float] |
             if isinstance(samples, str):
                 continue
             gc.collect()
-            gc.disable()
+            if not section.collector_on:
+                gc.disable()
             try:
                 elapsed = await case.run()
             except TypeError as error:
@@ -437,13 +504,19 @@ def render(rows: list[list[str]], markdown: bool) -> str:
     )
 
 
-def run(loop_kind: str, settings: Settings, markdown: bool) -> None:
+def run(loop_kind: str, settings: Settings, markdown: bool, objects_only: bool = False) -> None:
     new_loop = uvloop.new_event_loop if loop_kind == "uvloop" else asyncio.new_event_loop
     heading = f"Python {platform.python_version()}, {loop_kind} event loop"
     print(f"\n### {heading}\n" if markdown else f"\n=== {heading} ===")
     with asyncio.Runner(loop_factory=new_loop) as runner:
+        counts = runner.run(object_counts())
+        title = f"0. objects the collector tracks per task ({OBJECT_TASKS:,} created, not yet run)"
+        print(f"\n#### {title}\n" if markdown else f"\n{title}")
+        print(render(object_table(counts, loop_kind), markdown), flush=True)
+        if objects_only:
+            return
         for section in sections(settings, loop_kind):
-            results = runner.run(interleaved(section.cases, settings.rounds))
+            results = runner.run(interleaved(section, settings.rounds))
             print(f"\n#### {section.title}\n" if markdown else f"\n{section.title}")
             print(render(table(section, results, loop_kind), markdown), flush=True)
 
@@ -453,6 +526,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few seconds, for smoke tests")
     parser.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default="both")
     parser.add_argument("--markdown", action="store_true", help="tables for bench/RESULTS.md")
+    parser.add_argument(
+        "--objects", action="store_true", help="only the tracked objects per task (deterministic)"
+    )
     args = parser.parse_args()
     settings = QUICK if args.quick else THOROUGH
     print(
@@ -462,7 +538,7 @@ def main() -> None:
         "ratios and verdicts use the min over rounds."
     )
     for loop_kind in ("asyncio", "uvloop") if args.loop == "both" else (args.loop,):
-        run(loop_kind, settings, args.markdown)
+        run(loop_kind, settings, args.markdown, args.objects)
 
 
 if __name__ == "__main__":

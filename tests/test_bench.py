@@ -28,11 +28,33 @@ def run_bench(script: str, *options: str, timeout: float = 120) -> str:
 
 def test_quick_benchmark_runs_every_case_on_both_loops() -> None:
     stdout = run_bench("tasks.py")
-    # Three times per event loop (one task at a time, fan-out, chains), the get case once.
-    assert stdout.count("aioreqctx copying_task_factory") == 6
-    assert stdout.count("trivial tasks created at once, then gathered") == 2
+    # Five times per event loop (objects, one task at a time, fan-out with the collector on and
+    # off, chains), the get case once.
+    assert stdout.count("aioreqctx copying_task_factory") == 10
+    assert stdout.count("trivial tasks created at once, then gathered") == 4
+    assert stdout.count("fan-out, collector on (as servers run)") == 2
     assert stdout.count("aioreqctx.get, 10-level chainmap") == 2
     assert "fails under uvloop" in stdout
+
+
+# Objects the collector tracks per spawned task: aiotask-context 0.6.1's figures (no factory: 6).
+TRACKED_PER_TASK_AT_MOST = {
+    "task_factory": 7,
+    "copying_task_factory": 7,
+    "chainmap_task_factory": 9,
+}
+
+
+def test_each_factory_makes_tasks_that_hold_no_more_tracked_objects_than_aiotask_contexts() -> None:
+    """Deterministic: counted with gc.get_objects(), no clock involved. More tracked objects
+    per task means more, and longer, collections during a fan-out."""
+    rows = table_rows(run_bench("tasks.py", "--objects", "--loop", "asyncio"))
+    counts = {name: float(cells[1]) for name, cells in rows.items() if "factory" in name}
+    assert float(rows["floor (no factory)"][1]) == 6
+    for factory, limit in TRACKED_PER_TASK_AT_MOST.items():
+        ours, theirs = counts[f"aioreqctx {factory}"], counts[f"aiotask-context {factory}"]
+        assert ours <= limit, (factory, ours)
+        assert ours <= theirs, (factory, ours, theirs)
 
 
 def test_quick_logging_benchmark_runs_every_case() -> None:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import aioreqctx as context
 from aioreqctx import LayeredContext, keys
-from aioreqctx._core import inheritance, layered
+from aioreqctx._core import factories, layered
 from aioreqctx._core.store import current_mapping, untasked_writes
 
 from .conftest import LoopFactory, run
@@ -55,7 +55,7 @@ def in_context_of(mapping: dict[str, Any], write: Callable[..., None], *args: An
 
 def layer_over(parent: dict[str, Any] | LayeredContext) -> LayeredContext:
     """What chainmap_task_factory gives a child of a task whose mapping is ``parent``."""
-    layer = inheritance.layer_over(parent)
+    layer = factories.layer_over(parent)
     assert isinstance(layer, LayeredContext)
     return layer
 
@@ -220,6 +220,7 @@ def test_the_first_add_metadata_reaches_a_chainmap_childs_log_lines(
         child_has_logged, metadata_added = asyncio.Event(), asyncio.Event()
 
         async def child() -> None:
+            context.set("step", "child")  # from its first write the child reads its own layer
             child_mappings.append(current_mapping.get())
             log_both("child before")
             child_has_logged.set()

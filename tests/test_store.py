@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
+import threading
+import warnings
 from typing import Any
 
 import pytest
 
 import aioreqctx as context
+from aioreqctx._core import store
 
 from .conftest import LoopFactory, run
 from .support.log_capture import ListHandler, attached
@@ -151,3 +155,58 @@ def test_direct_eager_task_writes_its_own_copy_from_its_first_step(
         return await task, context.get("rid")
 
     assert run(loop_factory, main) == ("child", "parent")
+
+
+def test_a_forked_child_does_not_see_its_parents_running_loop(loop_factory: LoopFactory) -> None:
+    """``running_loop`` answers from a cache on 3.11 (the C lookup's getpid() is most of what
+    ``set`` costs): a child forked from a running task must still find no loop, so its write
+    goes to a private copy, never into the task's mapping it inherited."""
+
+    async def main() -> tuple[str, str]:
+        context.set("k", "parent")  # the cache now holds this loop
+        task = asyncio.current_task()
+        assert task is not None
+        read, write = os.pipe()
+        with warnings.catch_warnings():  # 3.12+ warns about forking a multi-threaded process
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the child: report, then leave without running any cleanup
+            context.set("k", "child")
+            seen = (store.running_loop(), store.running_task(), task.context["k"])  # type: ignore[attr-defined]
+            os.write(write, repr(seen).encode())
+            os._exit(0)
+        os.close(write)
+        os.waitpid(pid, 0)
+        with os.fdopen(read) as report:
+            return report.read(), context.get("k")
+
+    assert run(loop_factory, main) == ("(None, None, 'parent')", "parent")
+
+
+def test_a_loop_this_thread_ran_is_not_its_loop_while_another_thread_runs_it() -> None:
+    """The cache names a loop, not a thread: it holds only while the loop runs in the caller's
+    thread. Here the main thread ran the loop first; then a worker runs it, and a write from
+    the main thread must not land in the worker's task."""
+    in_worker = threading.Event()
+
+    async def write(value: str, release: asyncio.Event | None = None) -> None:
+        context.set("k", value)
+        if release is not None:
+            in_worker.set()
+            await release.wait()
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(write("main"))
+        release = asyncio.Event()
+        worker = threading.Thread(target=loop.run_until_complete, args=(write("worker", release),))
+        worker.start()
+        assert in_worker.wait(timeout=10)
+        assert store.running_loop() is None
+        with pytest.raises(ValueError, match="no running task"):
+            context.set("k", "main thread")
+        loop.call_soon_threadsafe(release.set)
+        worker.join(timeout=10)
+        assert not worker.is_alive()
+    finally:
+        loop.close()

@@ -9,21 +9,36 @@ What ``loop.create_task`` hands a factory has changed from release to release (p
 The child's mapping is installed before the task is built (a ``ContextVar`` set/reset around
 the constructor, or a copied ``Context`` passed to it), so even an eager task's first step,
 which runs inside the constructor, already sees it.
+
+How a child's mapping derives from its parent's is one of three policies (``share``,
+``copy_of``, ``layer_over``; aiotask-context calls them "context factories" and
+``aioreqctx.compat`` aliases its two). ``loop_factory`` puts a factory on the loop that
+``asyncio.run``/``asyncio.Runner`` create, main task included; ``aioreqctx.setup(app,
+task_factory=...)`` does it for an aiohttp application while it serves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import importlib
 import sys
 from collections.abc import Callable, Coroutine, Generator
 from contextvars import Context as VarContext
 from types import CodeType
 from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 
-from . import inheritance
-from .inheritance import Inherit
-from .store import Context, current_mapping, current_task_of, handoff, own_mapping
+from .layered import LayeredContext
+from .pool import install_default_executor
+from .snapshot import flat_copy, snapshot
+from .store import (
+    Context,
+    LentSnapshot,
+    current_mapping,
+    current_task_of,
+    handoff,
+    own_mapping,
+)
 
 EAGER_TASKS_SUPPORTED = sys.version_info >= (3, 12)
 """Whether ``task_factory_for(..., eager=True)`` can start tasks eagerly (Python 3.12+)."""
@@ -34,11 +49,35 @@ if sys.version_info >= (3, 12):
 else:  # generator-based coroutines are still accepted by asyncio.Task on 3.11
     CoroutineLike: TypeAlias = Generator[Any, None, T] | Coroutine[Any, Any, T]
 
+Inherit = Callable[[Context | None], Context]
+"""A policy: the child's mapping from the parent's (``None`` when the child has no parent: made
+outside any task, from a loop callback, or by a server for a new connection)."""
+
+
+def share(parent: Context | None) -> Context:
+    """The child uses the parent's own mapping: writes on either side are seen by both."""
+    return {} if parent is None else parent
+
+
+def copy_of(parent: Context | None) -> Context:
+    """The child gets a deep copy taken now: no write or in-place change crosses over later."""
+    return {} if parent is None else snapshot(parent)
+
+
+def layer_over(parent: Context | None) -> Context:
+    """The child gets a ChainMap layer: its writes shadow, the parent's later writes show."""
+    if parent is None:
+        return LayeredContext()
+    if isinstance(parent, LayeredContext):
+        return parent.new_layer()
+    return LayeredContext.over(parent)
+
+
 Mode = Literal["share", "copy", "chain"]
 _POLICIES: dict[Mode, Inherit] = {
-    "share": inheritance.share,
-    "copy": inheritance.copy_of,
-    "chain": inheritance.layer_over,
+    "share": share,
+    "copy": copy_of,
+    "chain": layer_over,
 }
 
 
@@ -55,7 +94,6 @@ _NOTHING_GIVEN = ({"context": None}, {"context": None, "eager_start": None})
 
 _dispatchers: set[CodeType] = set()
 _Task = asyncio.Task
-_share = inheritance.share
 
 
 class _Inherit:
@@ -119,14 +157,23 @@ def spawn(
         except AttributeError:  # no task, or one that only inherited its mapping
             owned = False
         if not owned:
+            own: Context | None = getattr(parent_task, "context", None)
+            lent = type(parent) is LentSnapshot and inherit is copy_of
+            if lent and type(own) is dict and parent == own:  # what earlier children read: this too
+                return _lazy_task(loop, coro, dict(own))
             resolved = _parent_mapping(parent_task, coro)
             if resolved is INHERIT:
                 return _Task(coro, loop=loop)
             parent = resolved  # type: ignore[assignment]
-        if inherit is _share and parent is not None:  # the child inherits it with the Context
-            task = _Task(coro, loop=loop)
-            task.context = parent  # type: ignore[attr-defined]
-            return task
+        if parent is None or inherit is not copy_of:
+            # Sharing, a layer over the parent or a fresh mapping: until its first write the child
+            # reads the same values from the Context it inherits, so nothing needs binding there.
+            return _lazy_task(loop, coro, inherit(parent))
+        if type(parent) is dict and (copied := flat_copy(parent)) is not None:
+            # The parent's Context holds a frozen copy from now until the parent's next write, and
+            # every child made meanwhile reads it: one binding for them all, none per child.
+            current_mapping.set(LentSnapshot(copied))
+            return _lazy_task(loop, coro, copied)
         mapping = inherit(parent)
         token = current_mapping.set(mapping)
         try:
@@ -143,6 +190,16 @@ def spawn(
 def _close(coro: object) -> None:
     if asyncio.iscoroutine(coro):
         coro.close()
+
+
+def _lazy_task(
+    loop: asyncio.AbstractEventLoop, coro: CoroutineLike[T], mapping: Context
+) -> asyncio.Future[T]:
+    """A task that owns ``mapping`` and binds it in its Context at its first write
+    (``aioreqctx.set`` and ``store.task_mapping`` do), not before."""
+    task = _Task(coro, loop=loop)
+    task.context = mapping  # type: ignore[attr-defined]
+    return task
 
 
 def _spawn_with_options(
@@ -219,7 +276,7 @@ def _mapping_of(caller_context: VarContext, inherit: Inherit) -> Context | None:
     task's first ``aioreqctx.set`` gives it a mapping of its own.
     """
     parent = caller_context.get(current_mapping)
-    if parent is not None and inherit is _share:
+    if parent is not None and inherit is share:
         return parent
     mapping = inherit(parent)
     try:
@@ -263,11 +320,51 @@ def copying_task_factory(
     loop: asyncio.AbstractEventLoop, coro: CoroutineLike[T], /, **kwargs: Any
 ) -> asyncio.Future[T]:
     """Each child task gets a deep copy of its parent's context, taken when it is created."""
-    return spawn(loop, coro, kwargs, inheritance.copy_of)
+    return spawn(loop, coro, kwargs, copy_of)
 
 
 def chainmap_task_factory(
     loop: asyncio.AbstractEventLoop, coro: CoroutineLike[T], /, **kwargs: Any
 ) -> asyncio.Future[T]:
     """Each child task gets a ChainMap layer over its parent's context."""
-    return spawn(loop, coro, kwargs, inheritance.layer_over)
+    return spawn(loop, coro, kwargs, layer_over)
+
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def loop_factory(
+    *, task_factory: TaskFactory = copying_task_factory, uvloop: bool = False
+) -> LoopFactory:
+    """A ``loop_factory`` for ``asyncio.Runner`` (and ``asyncio.run`` on 3.12+): new loops start
+    with ``task_factory``, so even the main task goes through it, and with an
+    ``IsolatedThreadPoolExecutor`` as their default executor.
+
+    aiotask-context's ``asyncio.get_event_loop().set_task_factory(...)`` at import time sets
+    the factory on a loop nobody serves from (``asyncio.run`` makes its own; on 3.14
+    ``get_event_loop()`` raises without a loop): here the factory is on the loop that runs.
+
+    ``uvloop=True`` builds uvloop loops (``pip install 'aioreqctx[uvloop]'``).
+    """
+    if not callable(task_factory):
+        raise TypeError(
+            f"loop_factory(): task_factory must be a task factory (loop, coro, **kwargs), "
+            f"not {task_factory!r}"
+        )
+    new_loop: LoopFactory = asyncio.new_event_loop
+    if uvloop:
+        try:
+            uvloop_module = importlib.import_module("uvloop")
+        except ImportError as missing:
+            raise ImportError(
+                "loop_factory(uvloop=True) needs uvloop: pip install 'aioreqctx[uvloop]'"
+            ) from missing
+        new_loop = uvloop_module.new_event_loop
+
+    def new_loop_with_factory() -> asyncio.AbstractEventLoop:
+        loop = new_loop()
+        loop.set_task_factory(task_factory)
+        install_default_executor(loop)
+        return loop
+
+    return new_loop_with_factory

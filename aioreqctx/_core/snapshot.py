@@ -11,14 +11,33 @@ import copy
 import logging
 from collections.abc import Mapping
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 logger = logging.getLogger("aioreqctx")
 
 # Values that deep-copying would return unchanged.
 _IMMUTABLE_TYPES = frozenset({str, int, float, bool, bytes, complex, type(None)})
 IMMUTABLE_TYPES = _IMMUTABLE_TYPES
+# ... and those, plus the types whose deep copy is the value itself by design (one record per
+# unit of work, such as its OperationTimings): a copy shares all of them.
+_AS_IS = _IMMUTABLE_TYPES
 _warned_uncopyable: set[type] = set()
+
+
+def shared_when_copied(kind: type[T]) -> type[T]:
+    """Class decorator for a type whose ``__deepcopy__`` returns the value itself: a copied
+    context shares it, so a context holding one still copies in one ``dict()`` call."""
+    global _AS_IS
+    _AS_IS = _AS_IS | {kind}
+    return kind
+
+
+def flat_copy(mapping: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``dict(mapping)`` when every value is immutable or shared when copied (the copy is then
+    already deep), else None."""
+    copied = dict(mapping)
+    return copied if _AS_IS.issuperset(map(type, copied.values())) else None
 
 
 def snapshot(mapping: Mapping[str, Any]) -> dict[str, Any]:
@@ -31,12 +50,13 @@ def snapshot(mapping: Mapping[str, Any]) -> dict[str, Any]:
     shares the original, rather than getting an empty shell. The memo is never copied, so a
     snapshot costs one deep copy however many mutable values it holds.
     """
+    flat = flat_copy(mapping)
+    if flat is not None:
+        return flat
     copied = dict(mapping)
-    if _IMMUTABLE_TYPES.issuperset(map(type, copied.values())):
-        return copied
     memo: dict[int, Any] = {}
     for key, value in copied.items():
-        if type(value) not in _IMMUTABLE_TYPES:
+        if type(value) not in _AS_IS:
             size = len(memo)
             try:
                 copied[key] = copy.deepcopy(value, memo)

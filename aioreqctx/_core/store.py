@@ -11,14 +11,17 @@ as ``structlog.contextvars`` does) keeps ``get`` at a single ContextVar lookup a
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 from collections.abc import Callable, Mapping, MutableMapping
 from contextvars import ContextVar, Token
+from threading import get_ident
 from types import MappingProxyType
 from typing import Any
 
 from .. import keys
+from .layered import _lineage_of_root as lineages
 from .layered import note_write
 from .snapshot import snapshot
 from .sync_or_async import SyncOrAsync
@@ -49,12 +52,64 @@ else:  # 3.11's current_task() is Python around this dict; reading it directly i
     current_task_of = getattr(asyncio.tasks, "_current_tasks").get  # noqa: B009
 
 
-_get_running_loop = asyncio._get_running_loop
+class _NoLoop:
+    _thread_id = None
+
+
+cached_loop: Any = _NoLoop
+"""3.11: the asyncio loop last found running, read inline by ``set``; see ``running_loop``."""
+
+CACHING_LOOPS = sys.version_info < (3, 12)
+"""3.11's C lookup calls getpid() on every call (140-190 ns, most of what ``set`` cost there),
+so that a forked child never sees its parent's loop; from 3.12 on it is a cheap read."""
+
+_BaseEventLoop = asyncio.BaseEventLoop
+_lookup = asyncio._get_running_loop
+_other_loop: object = None
+
+
+def _find_loop() -> asyncio.AbstractEventLoop | None:
+    """The C lookup, its answer cached when it is an asyncio loop (3.11). Other loops (uvloop's)
+    keep their thread private: they take the lookup each time, and skip the type test after
+    the first."""
+    global cached_loop, _other_loop
+    loop = _lookup()
+    if loop is not _other_loop and loop is not None:
+        if isinstance(loop, _BaseEventLoop):
+            cached_loop = loop
+        else:
+            _other_loop = loop
+    return loop
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """``asyncio._get_running_loop()``, on 3.11 answered from ``cached_loop`` while it runs here.
+
+    An asyncio loop records the thread running it in ``_thread_id`` (the one private attribute
+    used, and only here and in ``set``) from the start of ``run_forever`` to its end: while that
+    is this thread, it is this thread's running loop, whichever thread cached it. A fork
+    empties the cache (the child's thread keeps its ident).
+    """
+    loop = cached_loop
+    if loop._thread_id == get_ident():
+        return loop  # type: ignore[no-any-return]
+    return _find_loop()
+
+
+def _forget_loop() -> None:
+    global cached_loop
+    cached_loop = _NoLoop
+
+
+if not CACHING_LOOPS:
+    running_loop = _find_loop = asyncio._get_running_loop
+else:
+    os.register_at_fork(after_in_child=_forget_loop)
 
 
 def running_task() -> asyncio.Task[Any] | None:
     """The task running in this thread, or None (no loop, or a plain callback)."""
-    loop = _get_running_loop()
+    loop = running_loop()
     return None if loop is None else current_task_of(loop)
 
 
@@ -69,12 +124,24 @@ def get(key: str, default: Any = None) -> Any:
 def _get_assigned(key: str, default: Any) -> Any:
     """A miss may mean the program assigned ``task.context`` (aiotask-context's way to seed a
     task), which no ContextVar sees: take that mapping over and read it."""
+    mapping = task_mapping()
+    return default if mapping is None else mapping.get(key, default)
+
+
+def task_mapping() -> Context | None:
+    """The mapping of the running unit of work, for code that keeps it and writes into it.
+
+    A task with a mapping of its own that its Context does not hold yet (a factory's child
+    still reading its parent's values, a mapping assigned to ``task.context``) takes it over
+    now; otherwise this is the mapping ``get`` reads.
+    """
+    visible = current_mapping.get(None)
     task = running_task()
-    owned = getattr(task, "context", None)
-    if owned is None or owned is current_mapping.get(None):
-        return default
+    owned: Context | None = None if task is None else _context_attribute(task)
+    if owned is None or owned is visible:
+        return visible
     current_mapping.set(owned)
-    return owned.get(key, default)
+    return owned
 
 
 def set(key: str, value: Any) -> None:  # noqa: A001 - the aiotask-context name
@@ -86,14 +153,18 @@ def set(key: str, value: Any) -> None:  # noqa: A001 - the aiotask-context name
     """
     # The common case inline (the running task owns the mapping it sees): set runs in hot code.
     mapping = current_mapping.get(None)
+    loop = cached_loop  # running_loop() inline
+    if not CACHING_LOOPS or loop._thread_id != get_ident():
+        loop = _find_loop()
     try:
-        owned = current_task_of(_get_running_loop()).context is mapping  # type: ignore[arg-type, union-attr]
+        owned = current_task_of(loop).context is mapping  # type: ignore[union-attr]
     except (AttributeError, RuntimeError):  # no loop, no task, or a mapping only inherited
         owned = False
     if mapping is None or not owned:
         mapping = _writable_mapping(key)
     mapping[key] = value
-    note_write(mapping)
+    if lineages and id(mapping) in lineages:  # layers over this mapping: refresh their views
+        note_write(mapping)
 
 
 def clear() -> None:
@@ -101,6 +172,18 @@ def clear() -> None:
     mapping = _writable_mapping("(clear)")
     mapping.clear()
     note_write(mapping)
+
+
+class LentSnapshot(dict[str, Any]):
+    """What a task's Context holds after ``copying_task_factory`` spawned from it: a copy of the
+    task's own mapping (immutable values only) that its children read until they write.
+
+    Children made then all inherit this one binding instead of each getting a Context that holds
+    its own copy (two more objects per task for the garbage collector to walk). The task's own
+    writes through aioreqctx first rebind its own mapping, so the snapshot never changes.
+    """
+
+    __slots__ = ()
 
 
 class _Handoff(threading.local):

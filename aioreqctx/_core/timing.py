@@ -22,6 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from .. import keys
 from .emit import OPERATIONS_LOGGER, event_sink
+from .snapshot import shared_when_copied
 from .store import current_mapping, get, running_task
 from .sync_or_async import SyncOrAsync
 from .usage import Usage, Used
@@ -49,6 +50,7 @@ def elapsed_ms() -> float | None:
     return None if start is None else (perf_counter() - start) * 1000.0
 
 
+@shared_when_copied
 class OperationTimings:
     """The named durations, running operations and counters of one request, shared by all of
     its tasks and threads.

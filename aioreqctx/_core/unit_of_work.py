@@ -34,7 +34,7 @@ from .emit import (
 )
 from .ids import escaped, is_valid_request_id, new_request_id
 from .layered import note_write
-from .store import Context, current_mapping, scope
+from .store import Context, scope, task_mapping
 from .sync_or_async import SyncOrAsync
 from .timing import OperationTimings
 
@@ -70,7 +70,7 @@ class RequestContext:
     @classmethod
     def current(cls, *, logger: logging.Logger | str | Any = None) -> RequestContext | None:
         """The running request's context, or None outside one (or in a scope with no ID)."""
-        mapping = current_mapping.get(None)
+        mapping = task_mapping()
         if mapping is None or keys.REQUEST_ID not in mapping:
             return None
         return cls(mapping, logger=logger)

@@ -5,19 +5,22 @@ In the style of ``aiohttp_session.setup``: the middleware (outermost), the
 observers that request events, the in-flight registry and lifecycle events need. Each option
 left at its default installs nothing, so the request path costs only what is asked for. Every
 option is checked here, against one table, so a mistake is refused before the app serves, by
-the option's name.
+the option's name. ``task_factory=`` puts a task factory on the loop that serves the app,
+for as long as it serves (``factory_while_serving``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
 
+from .._core.emit import logger
 from .._core.factories import TaskFactory
 from .._core.options import RULES, Rule, check_all, exactly
-from .._core.serving_loop import factory_while_serving
+from .._core.pool import install_default_executor
 from ..events import LifecycleCollector, LifecycleEvent, NoopCollector, as_collector
 from ..log.buffer import LogBuffer
 from ..log.debug import DebugOnDemand
@@ -191,3 +194,41 @@ def _refuse_one_in_a_subapp(app: web.Application) -> None:
                 "sub-application"
             )
         _refuse_one_in_a_subapp(subapp)
+
+
+def factory_while_serving(
+    task_factory: TaskFactory,
+) -> Callable[[Any], AsyncIterator[None]]:
+    """An aiohttp ``cleanup_ctx`` entry: ``task_factory`` on the running loop while the app runs.
+
+    A different factory already on the loop is named in a warning and replaced until the app
+    stops, then put back. The loop's default executor becomes an ``IsolatedThreadPoolExecutor``
+    (and stays: the loop shuts it down when it closes).
+    """
+
+    async def install(app: Any) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        previous = loop.get_task_factory()
+        if previous is not None and previous is not task_factory:
+            logger.warning(
+                "the loop already has the task factory %s; setup(task_factory=%s) "
+                "replaces it while the application runs. To keep both, pass "
+                "task_factory=aioreqctx.task_factory_for('copy', inner=<the other factory>)",
+                _name_of(previous),
+                _name_of(task_factory),
+            )
+        loop.set_task_factory(task_factory)
+        install_default_executor(loop)
+        try:
+            yield
+        finally:
+            if loop.get_task_factory() is task_factory:
+                loop.set_task_factory(previous)
+
+    return install
+
+
+def _name_of(factory: Callable[..., Any]) -> str:
+    module = getattr(factory, "__module__", None)
+    name = getattr(factory, "__qualname__", None) or repr(factory)
+    return f"{module}.{name}" if module else name
