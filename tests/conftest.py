@@ -11,9 +11,7 @@ import uvloop
 
 import aioreqctx as context
 
-from .support.postgres_server import postgres_server
-
-__all__ = ["LoopFactory", "postgres_server", "run"]
+__all__ = ["LoopFactory", "run"]
 
 T = TypeVar("T")
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]

@@ -16,12 +16,14 @@ route, so asyncpg's statement cache keeps reusing prepared statements, and Postg
 checkout (``create_pool(setup=accounting.setup)``): one more round trip per checkout.
 
 Only what goes through the connection's query methods is seen (asyncpg logs no
-``PreparedStatement`` or cursor use).
+``PreparedStatement`` or cursor use). SQLAlchemy's asyncio engine runs everything as prepared
+statements: ``listen_sqlalchemy(engine)`` accounts and tags its queries through its events.
 """
 
 from __future__ import annotations
 
 import logging
+from time import perf_counter
 from typing import Any
 from urllib.parse import quote
 
@@ -96,8 +98,13 @@ class QueryAccounting:
         query = str(record.query)
         if any(query.endswith(reset) for reset in self._reset_queries):  # tagged or not
             return
-        elapsed_ms = record.elapsed * 1000.0
-        failed = record.exception is not None
+        self.account(query, record.elapsed * 1000.0, record.args, record.exception)
+
+    def account(
+        self, query: str, elapsed_ms: float, args: Any, error: BaseException | None
+    ) -> None:
+        """One query of the current request: into its usage, and logged if slow."""
+        failed = error is not None
         usage = current_usage()
         if usage is not None:
             usage.record(USAGE_NAME, elapsed_ms, error=failed)
@@ -112,10 +119,47 @@ class QueryAccounting:
         if self.log_statement:
             fields["statement"] = query[:STATEMENT_LIMIT]
         if self.log_args:
-            fields["args"] = repr(record.args)[:STATEMENT_LIMIT]
+            fields["args"] = repr(args)[:STATEMENT_LIMIT]
         if failed:
-            fields["error"] = type(record.exception).__name__
+            fields["error"] = type(error).__name__
         self._log(logging.WARNING, "slow_query", fields)
+
+    def listen_sqlalchemy(self, engine: Any, *, comments: bool = True) -> None:
+        """Account the queries of a SQLAlchemy ``engine`` (an ``AsyncEngine`` or ``Engine``)
+        through its cursor events, and with ``comments`` tag each statement with the route.
+
+        SQLAlchemy's asyncpg dialect runs every statement as a ``PreparedStatement``, which
+        asyncpg's query logger does not see; its ``before_cursor_execute`` event does, and may
+        rewrite the statement, before SQLAlchemy's prepared-statement cache looks it up: the
+        comment is constant per route, so each route's statements are prepared once per
+        connection. Use the engine's own pool, not ``connection_class`` (that would tag twice).
+        """
+        from sqlalchemy import event  # noqa: PLC0415 - only SQLAlchemy users reach here
+        from sqlalchemy.engine import Engine  # noqa: PLC0415
+
+        sync_engine = getattr(engine, "sync_engine", engine)
+        if not isinstance(sync_engine, Engine):
+            raise TypeError(f"engine must be a SQLAlchemy Engine or AsyncEngine, not {engine!r}")
+        starts = "aioreqctx.query_starts"  # a stack in Connection.info, as SQLAlchemy's recipe
+
+        def before(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> Any:
+            conn.info.setdefault(starts, []).append(perf_counter())
+            return (self.comment(statement) if comments else statement), parameters
+
+        def after(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+            elapsed_ms = (perf_counter() - conn.info[starts].pop()) * 1000.0
+            self.account(statement, elapsed_ms, parameters, None)
+
+        def failed(context: Any) -> None:
+            pending = None if context.connection is None else context.connection.info.get(starts)
+            if pending and context.statement is not None:
+                elapsed_ms = (perf_counter() - pending.pop()) * 1000.0
+                error = context.original_exception
+                self.account(context.statement, elapsed_ms, context.parameters, error)
+
+        event.listen(sync_engine, "before_cursor_execute", before, retval=True)
+        event.listen(sync_engine, "after_cursor_execute", after)
+        event.listen(sync_engine, "handle_error", failed)
 
     def comment(self, query: str) -> str:
         """``query`` behind a comment naming the current route (or job), if any."""

@@ -18,6 +18,10 @@ How each ending is logged:
 * a 504 for a request whose deadline ran out (``DeadlineObserver``): ``request_finished`` with
   ``deadline_expired=true`` at ``deadline_level`` (WARNING): the caller's budget ran out, no
   server code failed.
+
+A WebSocket message handled by ``messages(ws, events=...)`` logs ``message_started`` and
+``message_finished`` (or ``message_failed``) the same way, with its own ID and its connection's
+as ``parent_request_id``.
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import keys
 from .._core.deadline import deadline_expired
 from .._core.emit import REQUESTS_LOGGER, enabled_check, error_fields, event_sink
 from .._core.store import Context
+from .._core.timing import OperationTimings
 from .middleware import OWN_RECORD
 from .observers import Answer, Failure, RequestObserver
 
@@ -59,6 +65,7 @@ class RequestEvents(RequestObserver):
     ``request_finished`` for a 504 caused by the request's own deadline (WARNING).
     ``usage``: whether ``request_finished`` and ``request_failed`` carry what the request used
     (``OperationTimings.summary()``: ``db_queries=3 http_calls=2 jobs=1 ...``, only what it used).
+    Pass it to ``messages(ws, events=...)`` too for a line per WebSocket message.
     """
 
     __slots__ = (
@@ -120,17 +127,16 @@ class RequestEvents(RequestObserver):
     ) -> None:
         if isinstance(error, web.HTTPException):  # raised, but an answer all the same
             response, error = error, None
+        status: int | None
         if error is None:
             status = 500 if response is None else response.status
             level, event, extra = self.status_level(status), "request_finished", {}
             if status == 504 and deadline_expired(mapping):
                 level, extra = self.deadline_level, {"deadline_expired": True}
-        elif isinstance(error, asyncio.CancelledError | ConnectionResetError):
-            status, level, event = None, self.interrupted_level, "request_failed"
-            extra = error_fields(error, traceback=False)
         else:
-            status = None if response is None else response.status
-            level, event, extra = logging.ERROR, "request_failed", error_fields(error)
+            level, extra = self._failure(error)
+            status = None if response is None or _interrupted(error) else response.status
+            event = "request_failed"
         if not self._enabled(level) or self.excludes(request.path):
             return
         fields = _fields(request, status)
@@ -140,6 +146,46 @@ class RequestEvents(RequestObserver):
         if own is not None and self.usage:
             fields.update(own[2].summary())
         self._sink(level, event, {**fields, **extra})
+
+    def message_started(self, mapping: Context) -> None:
+        """A WebSocket message's handling starts (``messages(ws, events=...)``)."""
+        if self._enabled(self.started_level):
+            self._sink(self.started_level, "message_started", _message_fields(mapping, False))
+
+    def message_finished(self, mapping: Context, error: Failure) -> None:
+        """A message's handling ended: ``message_finished`` (INFO) when the handler went on
+        to the next message (or the connection closed), ``message_failed`` when it raised."""
+        level, event, extra = logging.INFO, "message_finished", dict[str, Any]()
+        if error is not None:
+            (level, extra), event = self._failure(error), "message_failed"
+        if self._enabled(level):
+            self._sink(level, event, {**_message_fields(mapping, self.usage), **extra})
+
+    def _failure(self, error: BaseException) -> tuple[int, dict[str, Any]]:
+        """The level and fields of a failure: a cancellation or disconnect is no bug (no
+        traceback, ``interrupted_level``); anything else is an ERROR with its traceback."""
+        if _interrupted(error):
+            return self.interrupted_level, error_fields(error, traceback=False)
+        return logging.ERROR, error_fields(error)
+
+
+def _interrupted(error: BaseException) -> bool:
+    return isinstance(error, asyncio.CancelledError | ConnectionResetError)
+
+
+def _message_fields(mapping: Context, usage: bool) -> dict[str, Any]:
+    """A message's own ID and timing, and its connection's ID; a message has no path."""
+    start = mapping.get(keys.START_MONOTONIC)
+    timings = mapping.get(keys.OPERATIONS)
+    fields: dict[str, Any] = {
+        "request_id": mapping.get(keys.REQUEST_ID),
+        "parent_request_id": mapping.get(keys.PARENT_REQUEST_ID),
+        "method": "MESSAGE",
+        "duration_ms": None if start is None else round((perf_counter() - start) * 1000.0, 3),
+    }
+    if usage and isinstance(timings, OperationTimings):
+        fields.update(timings.summary())
+    return fields
 
 
 def _fields(request: web.Request, status: int | None) -> dict[str, Any]:

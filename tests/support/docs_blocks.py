@@ -18,7 +18,8 @@ The conventions, so that the docs stay copy-pasteable and the test can still che
   the Output block after "Try it" is what the server printed. ``web.run_app``'s start-up
   banner is not shown.
 - A program that needs Redis reads its URL from ``REDIS_URL`` (a local default otherwise): the
-  test sets it to the test session's own redis-server.
+  test sets it to the test session's own redis-server. One that needs PostgreSQL reads its DSN
+  from ``DATABASE_URL``, set to the test session's own PostgreSQL (support/postgres_server.py).
 - A ```python block whose first line is ``# test_NAME.py`` is a test file: it is run with
   ``python -m pytest -q test_NAME.py`` in a directory of its own, and its Output block is what
   pytest prints. A block titled with a file name (```ini title="pytest.ini") just before it is
@@ -243,10 +244,13 @@ def evaluate(block: SybilExample) -> str | None:
 
 
 def block_env(example: Example, request: pytest.FixtureRequest) -> dict[str, str]:
-    """The environment a block runs in; one that reads ``REDIS_URL`` gets the tests' Redis."""
+    """The environment a block runs in; one that reads ``REDIS_URL`` gets the tests' Redis, one
+    that reads ``DATABASE_URL`` the tests' PostgreSQL."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "error"}
     if "REDIS_URL" in example.code.body:
         env["REDIS_URL"] = request.getfixturevalue("redis_url")
+    if "DATABASE_URL" in example.code.body:
+        env["DATABASE_URL"] = request.getfixturevalue("postgres_server").dsn
     return env
 
 

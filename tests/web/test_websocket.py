@@ -12,11 +12,11 @@ from aiohttp import web
 
 import aioreqctx
 from aioreqctx import keys
-from aioreqctx.web import InFlightRegistry, message_scope, messages
+from aioreqctx.web import InFlightRegistry, RequestEvents, message_scope, messages
 
 from ..conftest import LoopFactory, run
 from ..support.http_helpers import serving
-from ..support.log_capture import ListHandler, attached
+from ..support.log_capture import ListHandler, attached, capture
 
 log = logging.getLogger("tests.ws")
 
@@ -29,14 +29,18 @@ def ids_here() -> dict[str, Any]:
     }
 
 
-def chat_app(registry: InFlightRegistry | None = None) -> web.Application:
+def chat_app(
+    registry: InFlightRegistry | None = None, events: RequestEvents | None = None
+) -> web.Application:
     """Answers each message with the IDs its handling saw, in the loop and in a child task."""
 
     async def chat(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        async for message in messages(ws, registry=registry):
+        async for message in messages(ws, registry=registry, events=events):
             log.info("got %s", message.data)
+            async with aioreqctx.timed_operation("reply"):
+                await asyncio.sleep(0.001)
             await asyncio.sleep(0)  # let the other connections interleave
             in_child = await asyncio.create_task(asyncio.to_thread(ids_here))
             seen = ids_here()
@@ -143,6 +147,84 @@ def test_a_connection_older_than_max_age_is_not_stale_and_its_message_is_listed(
     }
     assert listed == {("GET", "long-1", True), ("MESSAGE", reply["id"], False)}
     assert [entry["path"] for entry in reply["listed"]] == ["/ws", "/ws"]
+
+
+def test_three_messages_log_three_finished_lines_with_their_own_ids_and_the_parent(
+    loop_factory: LoopFactory,
+) -> None:
+    async def main() -> list[Any]:
+        async with serving(chat_app(events=RequestEvents())) as port:
+            return await converse(port, "conn-ev", 3)
+
+    with capture("aioreqctx.requests") as captured:
+        replies = run(loop_factory, main)
+    ids = [reply["id"] for reply in replies]
+    started = captured.fields("message_started")
+    finished = captured.fields("message_finished")
+    assert [line["request_id"] for line in started] == ids
+    assert [line["request_id"] for line in finished] == ids
+    assert {line["parent_request_id"] for line in started + finished} == {"conn-ev"}
+    assert {line["method"] for line in finished} == {"MESSAGE"}
+    for line in finished:  # each its own duration and timed operation
+        assert isinstance(line["duration_ms"], float)
+        assert isinstance(line["op_reply_ms"], float)
+        assert 0 < line["op_reply_ms"] <= line["duration_ms"]
+    assert captured.events() == ["message_started", "message_finished"] * 3
+
+
+def test_a_message_that_raises_inside_async_with_logs_message_failed(
+    loop_factory: LoopFactory,
+) -> None:
+    seen: list[str] = []
+
+    async def fragile(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async with messages(ws, events=RequestEvents()) as incoming:
+            async for message in incoming:
+                seen.append(aioreqctx.get(keys.REQUEST_ID))
+                if message.data == "boom":
+                    raise ValueError("cannot handle boom")
+                await ws.send_str("ok")
+        return ws
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/ws", fragile)
+        aioreqctx.setup(app)
+        async with (
+            serving(app) as port,
+            aiohttp.ClientSession() as session,
+            session.ws_connect(
+                f"http://127.0.0.1:{port}/ws", headers={"X-Request-ID": "conn-f"}
+            ) as ws,
+        ):
+            await ws.send_str("fine")
+            assert await ws.receive_str(timeout=10) == "ok"
+            await ws.send_str("boom")
+            assert (await ws.receive(timeout=10)).type in {
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSED,
+            }
+
+    with capture("aioreqctx.requests") as captured:
+        run(loop_factory, main)
+    (fine,) = captured.fields("message_finished")
+    (failed,) = captured.fields("message_failed")
+    assert (fine["request_id"], failed["request_id"]) == tuple(seen)
+    assert failed["parent_request_id"] == "conn-f"
+    assert failed["error"] == "ValueError"
+    (record,) = [r for r in captured.records if r.levelno == logging.ERROR]
+    assert record.exc_info is not None  # the traceback of the failed message
+
+
+def test_messages_events_must_be_request_events() -> None:
+    async def main() -> None:
+        async with aioreqctx.unit_of_work():
+            with pytest.raises(TypeError, match="events must be a RequestEvents"):
+                messages(web.WebSocketResponse(), events=True)  # type: ignore[arg-type]
+
+    asyncio.run(main())
 
 
 def test_messages_outside_a_request_is_refused_clearly() -> None:
