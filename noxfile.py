@@ -93,7 +93,7 @@ INTEGRATION_TESTS = {
 TOOL_TESTS = frozenset(
     {"test_docs.py", "test_demo.py", "test_bench.py", "test_packaging.py", "test_gunicorn.py"}
     | {"test_integrations_layout.py", "test_reference.py", "test_versions.py"}
-    | {"test_debug_on_demand.py", "test_layers.py", "test_wide_event.py"}
+    | {"test_debug_on_demand.py", "test_layers.py", "test_wide_event.py", "test_sqlalchemy.py"}
 )
 CORE_TESTS = tuple(
     str(path.relative_to(ROOT))
