@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from .support.postgres_server import PostgresServer
+
 BENCH_DIR = Path(__file__).parent.parent / "bench"
 
 
@@ -176,3 +178,11 @@ def test_quick_log_buffer_benchmark_runs_every_case() -> None:
     stdout = run_bench("log_buffer.py")
     assert stdout.count("| stdlib, ") == 5
     assert stdout.count("| structlog, ") == 4
+
+
+def test_quick_asyncpg_benchmark_measures_every_variant(postgres_server: PostgresServer) -> None:
+    """The fixture only says whether PostgreSQL is here (skips, or fails under CI, if not)."""
+    stdout = run_bench("asyncpg_queries.py")
+    rows = table_rows(stdout)
+    for variant in ("plain asyncpg", "with QueryAccounting", "with the request ID in a comment"):
+        assert float(rows[variant][-1]) > 0, stdout
