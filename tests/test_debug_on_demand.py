@@ -10,7 +10,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,9 +18,6 @@ import redis
 import structlog
 from aiohttp import ClientSession, web
 from arq.connections import ArqRedis
-from arq.cron import CronJob
-from arq.typing import StartupShutdown, WorkerCoroutine
-from arq.worker import Function, create_worker
 
 import aioreqctx
 from aioreqctx.integrations.arq import ArqPropagation
@@ -28,7 +25,7 @@ from aioreqctx.log import DebugOnDemand, LogBuffer, buffering_bound_logger
 from aioreqctx.log.buffer import buffering
 
 from .conftest import LoopFactory, run
-from .integrations.test_arq import WORKER_TIMEOUT, pool_for, settings
+from .integrations.test_arq import drain, pool_for
 from .support.http_helpers import serving
 from .support.log_capture import ListHandler, attached
 
@@ -162,26 +159,7 @@ def test_the_decision_reaches_a_downstream_service_and_an_arq_job(
             await get(front, "asks", "1")
             await get(front, "quiet")
 
-        class WorkerSettings:
-            functions: Sequence[WorkerCoroutine | Function] = jobs.functions([debug_job])
-            cron_jobs: Sequence[CronJob] | None = None
-            on_startup: StartupShutdown | None = None
-            on_shutdown: StartupShutdown | None = None
-            job_serializer = jobs.serialize
-            job_deserializer = jobs.deserialize
-
-        worker = create_worker(
-            WorkerSettings,
-            redis_settings=settings(redis_url),
-            burst=True,
-            poll_delay=0.01,
-            handle_signals=False,
-        )
-        try:
-            async with asyncio.timeout(WORKER_TIMEOUT):
-                await worker.async_run()
-        finally:
-            await worker.close()
+        await drain(redis_url, jobs, [debug_job])
 
     run(loop_factory, main)
     debug = sorted(line for line in lines.lines if line.startswith("DEBUG"))

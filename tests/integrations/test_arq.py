@@ -96,14 +96,19 @@ async def pool_for(redis_url: str, jobs: ArqPropagation) -> AsyncIterator[ArqRed
         await pool.aclose()
 
 
-async def drain(redis_url: str, jobs: ArqPropagation, **options: Any) -> Worker:
+async def drain(
+    redis_url: str,
+    jobs: ArqPropagation,
+    job_functions: Sequence[WorkerCoroutine] | None = None,
+    **options: Any,
+) -> Worker:
     """Run a burst worker until the queue is empty, made from a ``WorkerSettings`` class the
-    way ``arq module.WorkerSettings`` makes it; ``options`` override its settings."""
+    way ``arq module.WorkerSettings`` makes it (with this module's job functions unless
+    ``job_functions`` are given); ``options`` override its settings."""
+    run_these = [record, enqueue_child, flaky] if job_functions is None else list(job_functions)
 
     class WorkerSettings:  # typed as arq's WorkerSettingsBase asks
-        functions: Sequence[WorkerCoroutine | Function] = jobs.functions(
-            [record, enqueue_child, flaky]
-        )
+        functions: Sequence[WorkerCoroutine | Function] = jobs.functions(run_these)
         cron_jobs: Sequence[CronJob] | None = None
         on_startup: StartupShutdown | None = None
         on_shutdown: StartupShutdown | None = None
