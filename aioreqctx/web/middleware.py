@@ -218,8 +218,9 @@ class RequestIdMiddleware:
         # One coroutine per request: every frame, await and call saved here is paid by every
         # request (bench/RESULTS.md). The default configuration (one header, the stock
         # validator) is checked inline; the rare paths are plain methods.
-        if (outer := current_mapping.get(None)) is not None and self._inside(request, outer):
-            return await handler(request)  # a second instance: the first one's ID stands
+        inherited = current_mapping.get(None)  # the context the server was started in...
+        if inherited is not None and self._inside(request, inherited):
+            return await handler(request)  # ...or a second instance's: the first one's ID stands
         rejected: Rejected | None = None
         if self._single_header:
             request_id = request.headers.get(self._incoming)
@@ -232,8 +233,7 @@ class RequestIdMiddleware:
             request_id, rejected = self._request_id_for(request)
         own: OwnRecord = (request_id, perf_counter(), OperationTimings())
         mapping: Context = {_ID: request_id, _START: own[1], _WALL: time(), _TIMINGS: own[2]}
-        inherited = current_mapping.get(None)
-        if inherited is not None:  # the context the server was started in
+        if inherited is not None:
             mapping = self._startup.under(inherited, mapping)
         enter(mapping)
         request[CONTEXT_MAPPING] = mapping
@@ -275,10 +275,10 @@ class RequestIdMiddleware:
             if self._observed:
                 self._tell_finished(request, mapping, response, error)
 
-    def _inside(self, request: web.Request, outer: Context) -> bool:
+    def _inside(self, request: web.Request, current: Context) -> bool:
         """Whether another instance (listed twice, or in a sub-application too) already opened
         this request's context: one ID per request, so this one passes it through."""
-        if request.get(CONTEXT_MAPPING) is not outer:
+        if request.get(CONTEXT_MAPPING) is not current:
             return False
         if not self._told_passing_through:
             object.__setattr__(self, "_told_passing_through", True)
