@@ -4,7 +4,7 @@ VENV ?= .venv
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
 SOURCES := aioreqctx tests examples bench conftest.py noxfile.py
 
-.PHONY: lock demo serve test lint typecheck pytest test-all test-latest test-compat docs docs-serve bench bench-http bench-floors redis-server postgresql chromium clean
+.PHONY: lock demo serve test lint typecheck pytest test-all test-latest test-compat docs docs-serve bench bench-http bench-floors redis-server postgresql chromium wrk clean
 
 # The dev/CI set is locked (every package, exact version and hash) in $(LOCK) by uv, which
 # also installs it: `make lock` refreshes the lock after a change to pyproject.toml.
@@ -43,7 +43,7 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy --strict $(SOURCES)
 
-pytest: $(VENV)/.installed redis-server postgresql chromium
+pytest: $(VENV)/.installed redis-server postgresql chromium wrk
 	$(VENV)/bin/pytest
 
 # pytest on every CPython 3.11+ that pyenv has, each in its own .venv-<version>; SKIP_VERSION
@@ -95,7 +95,7 @@ bench: $(VENV)/.installed
 # redis-server (the job tests, the docs' job examples, the demo's job scenario) and postgresql
 # (the asyncpg tests; they start their own server) and chromium (the in-flight page, read
 # headless): without them those tests skip, each saying how to install it (CI fails instead);
-# wrk and valgrind: the benches.
+# wrk: bench/http_middleware.py and its smoke tests (skipped without it); valgrind: bench/floors.py.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 define debian-package
 @$(or $(4),command -v $(1)) >/dev/null 2>&1 || if command -v apt-get >/dev/null; then \
@@ -113,9 +113,12 @@ postgresql:
 chromium:
 	$(call debian-package,chromium,the in-flight page test (headless),true)
 
+wrk:
+	$(call debian-package,wrk,bench/http_middleware.py and its smoke tests,true)
+
+# The peers it measures are in the locked dev set (the bench extra).
 bench-http: $(VENV)/.installed
 	$(call debian-package,wrk,bench/http_middleware.py,exit 1)
-	$(VENV)/bin/python -m pip install --quiet -e '.[bench]'
 	$(VENV)/bin/python bench/http_middleware.py --together
 
 # Instruction counts under valgrind's callgrind: the floors behind bench/tasks.py's ratios.

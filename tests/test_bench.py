@@ -68,7 +68,7 @@ def test_quick_logging_benchmark_runs_every_case() -> None:
 
 needs_wrk = pytest.mark.skipif(
     shutil.which("wrk") is None or len(os.sched_getaffinity(0)) < 2,
-    reason="the HTTP benchmark needs wrk (make bench-http installs it) and two cores",
+    reason="the HTTP benchmark needs wrk (make pytest installs it) and two cores",
 )
 
 
