@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ._core import emit
-from ._core.factories import CoroutineLike, copy_of, layer_over, share, spawn
+from ._core.factories import CoroutineLike, copy_of, layer_over, plain_task_factory, share, spawn
 from ._core.store import Context
 
 PY37 = True
@@ -45,6 +45,7 @@ def chainmap_context_factory(parent_context: Context | None = None) -> Context:
     return layer_over(parent_context)
 
 
+@plain_task_factory
 def task_factory(
     loop: asyncio.AbstractEventLoop,
     coro: CoroutineLike[T],

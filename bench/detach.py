@@ -26,6 +26,7 @@ from typing import Any
 import uvloop
 
 import aioreqctx
+import aioreqctx.log
 
 SEED: dict[str, Any] = {
     aioreqctx.REQUEST_ID: "0b6f4c1e-9d1a-4a57-8f0e-2c51d6a7b3e9",

@@ -36,6 +36,20 @@ if EAGER_TASKS_SUPPORTED:
     )
 START = ["detach", "detached"]
 
+
+def recording_factory(
+    loop: asyncio.AbstractEventLoop, coro: Any, /, **kwargs: Any
+) -> asyncio.Task[Any]:
+    """Another library's factory: it must still build detached tasks (aioreqctx's own plain
+    factories are skipped, as their tasks would be the same)."""
+    given = {key: value for key, value in kwargs.items() if value is not None}
+    task = asyncio.Task(coro, loop=loop, **given)
+    task.built_by = "recording_factory"  # type: ignore[attr-defined]
+    return task
+
+
+CHOICES["another library's"] = recording_factory
+
 log = logging.getLogger("tests.detach")
 
 
@@ -218,6 +232,21 @@ def test_a_detached_task_and_its_request_never_see_each_others_writes(
         "request_sees": [None, "demo", False],
     }
     assert after == "demo"
+
+
+@pytest.mark.parametrize("factory", ["none", "copying_task_factory", "another library's"])
+def test_detached_tasks_keep_their_name_and_go_through_a_foreign_factory(
+    loop_factory: LoopFactory, factory: str
+) -> None:
+    async def main() -> list[Any]:
+        with context.scope(request_id="req-A"):
+            task = context.detached(asyncio.sleep(0, "done"), name="flusher")
+        mapping = task.context  # type: ignore[attr-defined]
+        return [task.get_name(), getattr(task, "built_by", None), await task, mapping]
+
+    name, built_by, result, mapping = run(loop_factory, main, CHOICES[factory])
+    assert [name, result, mapping] == ["flusher", "done", {keys.ORIGIN_REQUEST_ID: "req-A"}]
+    assert built_by == ("recording_factory" if factory == "another library's" else None)
 
 
 def test_detach_blocks_run_detached_and_give_the_request_back(loop_factory: LoopFactory) -> None:

@@ -13,14 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Callable, Coroutine, Mapping
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from .. import keys
-from .snapshot import IMMUTABLE_TYPES, snapshot
-from .store import Context, current_mapping, scope
+from .factories import builds_plain_tasks
+from .snapshot import COPIED_AS_IS, snapshot
+from .store import Context, SeededScope, VarValues, current_mapping, running_loop, scope
 
 T = TypeVar("T")
+_Task = asyncio.Task
+_HANDED_OFF = keys.HANDED_OFF
 
 startup_values: ContextVar[Mapping[str, Any]] = ContextVar("aioreqctx.startup_values")
 """The frozen start-up values of the server a request runs in (set by the middleware only when
@@ -50,7 +53,8 @@ def _detached_values() -> dict[str, Any]:
         origin = current.get(keys.ORIGIN_REQUEST_ID)
         if origin is None:
             return snapshot(current)
-    values = snapshot(startup_values.get({}))
+    startup = startup_values.get(None)
+    values = {} if startup is None else snapshot(startup)
     values[keys.ORIGIN_REQUEST_ID] = origin
     return values
 
@@ -61,70 +65,27 @@ def detached(coro: Coroutine[Any, Any, T], *, name: str | None = None) -> asynci
     It sees the start-up values (as a new request does) plus ``keys.ORIGIN_REQUEST_ID``, never
     the request's values, log fields or writes, and the request never sees its writes.
     """
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
+    loop = running_loop()
+    if loop is None:
         if asyncio.iscoroutine(coro):
             coro.close()
         raise RuntimeError(
             "aioreqctx.detached() needs a running event loop: call it from a coroutine"
-        ) from None
+        )
     mapping = _detached_values()
     context = contextvars.copy_context()
-    context.run(_enter_detached, mapping)
-    task = loop.create_task(coro, name=name, context=context)
-    if getattr(task, "context", None) is None:  # no factory: the task owns the mapping
+    context.run(current_mapping.set, mapping)
+    for var, empty in _unit_vars:
+        if context.get(var, empty) is not empty:
+            context.run(var.set, empty)
+    task: asyncio.Task[T]
+    if builds_plain_tasks(loop.get_task_factory()):  # what the factory would build, for less
+        task = _Task(coro, loop=loop, name=name, context=context)
+    else:  # another library's factory, or an eager one: let it build the task in that Context
+        task = loop.create_task(coro, name=name, context=context)
+    if getattr(task, "context", None) is None:
         task.context = mapping  # type: ignore[attr-defined]
     return task
-
-
-def _enter_detached(mapping: Context) -> None:
-    current_mapping.set(mapping)
-    for var, empty in _unit_vars:
-        var.set(empty)
-
-
-VarValues = tuple[tuple[ContextVar[Any], Any], ...]
-
-
-class _Unit(scope):
-    """A ``scope`` whose mapping ``seed`` makes from ``values``, that also gives the unit-scoped
-    variables their ``var_values`` for the block.
-
-    Everything is worked out beforehand (``capture()`` does it once for every ``activate()``),
-    so opening one costs what opening a ``scope`` costs, plus a ContextVar lookup per variable.
-    """
-
-    __slots__ = ("_seed", "_var_tokens", "_var_values")
-
-    def __init__(
-        self,
-        values: dict[str, Any],
-        seed: Callable[[Mapping[str, Any]], Context],
-        var_values: VarValues,
-    ) -> None:
-        self._initial = values  # scope's fields, as scope.__init__ would set them
-        self._token = self._task = self._untasked_token = None
-        self._previous_attr = None
-        self._seed = seed
-        self._var_values = var_values
-        self._var_tokens: list[tuple[ContextVar[Any], Token[Any]]] | None = None
-
-    def __enter__(self) -> Context:
-        mapping = scope.__enter__(self)
-        for var, value in self._var_values:
-            if var.get(_UNSET) is not value:  # usually none differs: nothing to set back
-                if self._var_tokens is None:
-                    self._var_tokens = []
-                self._var_tokens.append((var, var.set(value)))
-        return mapping
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._var_tokens is not None:
-            for var, token in reversed(self._var_tokens):
-                var.reset(token)
-            self._var_tokens = None
-        scope.__exit__(self, *exc_info)
 
 
 def detach() -> scope:
@@ -134,7 +95,7 @@ def detach() -> scope:
     starts a background task (a connection pool, a client's reader), when it cannot move to
     start-up. The block's own writes stay in the block; the request's context is back after it.
     """
-    return _Unit(_detached_values(), dict, tuple(_unit_vars))
+    return SeededScope(_detached_values(), dict, tuple(_unit_vars))
 
 
 class Captured:
@@ -164,7 +125,7 @@ class Captured:
 
     def activate(self) -> scope:
         """A block running under a fresh copy of the captured context (its writes stay in it)."""
-        return _Unit(self._values, self._copy, self._vars)
+        return SeededScope(self._values, self._copy, self._vars)
 
     def __reduce__(self) -> Any:
         raise TypeError(
@@ -181,9 +142,9 @@ def capture() -> Captured:
     ``copying_task_factory`` copies), to hand to a long-lived worker with the work."""
     current = current_mapping.get(None)
     values = {} if current is None else dict(current)
-    values[keys.HANDED_OFF] = True
+    values[_HANDED_OFF] = True
     copy: Callable[[Mapping[str, Any]], Context] = dict
-    if not IMMUTABLE_TYPES.issuperset(map(type, values.values())):
+    if not COPIED_AS_IS.issuperset(map(type, values.values())):
         values, copy = snapshot(values), snapshot
     var_values: VarValues = ()
     for var, empty in _unit_vars:

@@ -81,6 +81,9 @@ _POLICIES: dict[Mode, Inherit] = {
 }
 
 
+TaskFactoryT = TypeVar("TaskFactoryT", bound=Callable[..., Any])
+
+
 class TaskFactory(Protocol):
     """What ``loop.set_task_factory`` accepts."""
 
@@ -94,6 +97,21 @@ _NOTHING_GIVEN = ({"context": None}, {"context": None, "eager_start": None})
 
 _dispatchers: set[CodeType] = set()
 _Task = asyncio.Task
+
+_plain_factories: set[object] = {None}
+
+
+def builds_plain_tasks(factory: object) -> bool:
+    """Whether ``factory`` (``loop.get_task_factory()``) gives a task passed ``context=`` a
+    plain ``asyncio.Task`` in that Context owning the mapping the Context holds, as if there
+    were no factory: then ``detached()`` builds the task itself and skips the factory's work."""
+    return factory in _plain_factories
+
+
+def plain_task_factory(factory: TaskFactoryT) -> TaskFactoryT:
+    """Mark a factory that ``builds_plain_tasks`` (any ``Inherit`` policy with no options)."""
+    _plain_factories.add(factory)
+    return factory
 
 
 class _Inherit:
@@ -316,6 +334,7 @@ def task_factory_for(
     return factory
 
 
+@plain_task_factory
 def copying_task_factory(
     loop: asyncio.AbstractEventLoop, coro: CoroutineLike[T], /, **kwargs: Any
 ) -> asyncio.Future[T]:
@@ -323,6 +342,7 @@ def copying_task_factory(
     return spawn(loop, coro, kwargs, copy_of)
 
 
+@plain_task_factory
 def chainmap_task_factory(
     loop: asyncio.AbstractEventLoop, coro: CoroutineLike[T], /, **kwargs: Any
 ) -> asyncio.Future[T]:

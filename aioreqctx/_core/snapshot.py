@@ -16,28 +16,25 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 logger = logging.getLogger("aioreqctx")
 
-# Values that deep-copying would return unchanged.
-_IMMUTABLE_TYPES = frozenset({str, int, float, bool, bytes, complex, type(None)})
-IMMUTABLE_TYPES = _IMMUTABLE_TYPES
-# ... and those, plus the types whose deep copy is the value itself by design (one record per
-# unit of work, such as its OperationTimings): a copy shares all of them.
-_AS_IS = _IMMUTABLE_TYPES
+COPIED_AS_IS: set[type] = {str, int, float, bool, bytes, complex, type(None)}
+"""The types a copy shares: those whose deep copy would be the value itself (immutable ones), and
+those whose deep copy is the value itself by design (one record per unit of work, such as its
+OperationTimings). Added to in place, so a module that imported it sees every later addition."""
 _warned_uncopyable: set[type] = set()
 
 
 def shared_when_copied(kind: type[T]) -> type[T]:
     """Class decorator for a type whose ``__deepcopy__`` returns the value itself: a copied
     context shares it, so a context holding one still copies in one ``dict()`` call."""
-    global _AS_IS
-    _AS_IS = _AS_IS | {kind}
+    COPIED_AS_IS.add(kind)
     return kind
 
 
 def flat_copy(mapping: Mapping[str, Any]) -> dict[str, Any] | None:
-    """``dict(mapping)`` when every value is immutable or shared when copied (the copy is then
-    already deep), else None."""
+    """``dict(mapping)`` when every value is in ``COPIED_AS_IS`` (the copy is then already deep),
+    else None."""
     copied = dict(mapping)
-    return copied if _AS_IS.issuperset(map(type, copied.values())) else None
+    return copied if COPIED_AS_IS.issuperset(map(type, copied.values())) else None
 
 
 def snapshot(mapping: Mapping[str, Any]) -> dict[str, Any]:
@@ -56,7 +53,7 @@ def snapshot(mapping: Mapping[str, Any]) -> dict[str, Any]:
     copied = dict(mapping)
     memo: dict[int, Any] = {}
     for key, value in copied.items():
-        if type(value) not in _AS_IS:
+        if type(value) not in COPIED_AS_IS:
             size = len(memo)
             try:
                 copied[key] = copy.deepcopy(value, memo)

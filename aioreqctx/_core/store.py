@@ -258,6 +258,10 @@ def enter(mapping: Context) -> None:
         task.context = mapping  # type: ignore[attr-defined]
 
 
+VarValues = tuple[tuple[ContextVar[Any], Any], ...]
+"""Other ContextVars a block gives values to, with those values."""
+
+
 class scope(SyncOrAsync[Context]):  # noqa: N801 - used like contextlib's lower-case context managers
     """A fresh, isolated context for one unit of work, restored to the previous one on exit.
 
@@ -267,10 +271,7 @@ class scope(SyncOrAsync[Context]):  # noqa: N801 - used like contextlib's lower-
     read it from), as ``scope({aioreqctx.REQUEST_ID: ...})``.
     """
 
-    __slots__ = ("_initial", "_previous_attr", "_task", "_token", "_untasked_token")
-
-    _seed: Callable[[Mapping[str, Any]], Context] = dict
-    """What makes the block's mapping from ``_initial`` (a subclass may mark it as its own)."""
+    __slots__ = ("_initial", "_seed", "_undo", "_var_values")
 
     def __init__(self, initial: Mapping[str, Any] | None = None, /, **values: Any) -> None:
         self._initial = {**(initial or {}), **values}
@@ -281,35 +282,55 @@ class scope(SyncOrAsync[Context]):  # noqa: N801 - used like contextlib's lower-
                     "scope(): request_id= and aioreqctx.REQUEST_ID "
                     f"({keys.REQUEST_ID!r}) both given, with different values"
                 )
-        self._token: Token[Context] | None = None
-        self._task: asyncio.Task[Any] | None = None
-        self._previous_attr: Any = _UNSET
-        self._untasked_token: Token[Context] | None = None
+        self._seed: Callable[[Mapping[str, Any]], Context] = dict
+        self._var_values: VarValues = ()
+        self._undo: tuple[Any, ...] | None = None
 
     def __enter__(self) -> Context:
-        if self._token is not None:
+        if self._undo is not None:
             raise RuntimeError("this aioreqctx.scope is already open; create a new one per use")
         mapping = self._seed(self._initial)
-        self._token = current_mapping.set(mapping)
-        self._task = running_task()
-        if self._task is not None:
-            previous = _context_attribute(self._task)
-            self._previous_attr = _UNSET if previous is None else previous
-            self._task.context = mapping  # type: ignore[attr-defined]
-        else:  # a thread's own unit of work (a Celery task): its writes go into this mapping
-            self._untasked_token = untasked_writes.set(mapping)
+        token = current_mapping.set(mapping)
+        var_tokens: tuple[tuple[ContextVar[Any], Token[Any]], ...] = ()
+        for var, value in self._var_values:
+            if var.get(_UNSET) is not value:  # usually none differs: nothing to set back
+                var_tokens += ((var, var.set(value)),)
+        task = running_task()
+        if task is None:  # a thread's own unit of work (a Celery task): its writes go here
+            self._undo = (token, var_tokens, None, untasked_writes.set(mapping))
+        else:
+            self._undo = (token, var_tokens, task, _context_attribute(task))
+            task.context = mapping  # type: ignore[attr-defined]
         return mapping
 
     def __exit__(self, *exc_info: object) -> None:
-        assert self._token is not None, "scope.__exit__ without __enter__"
-        current_mapping.reset(self._token)
-        self._token = None
-        if self._untasked_token is not None:
-            untasked_writes.reset(self._untasked_token)
-            self._untasked_token = None
-        if self._task is not None:
-            if self._previous_attr is _UNSET:
-                del self._task.context  # type: ignore[attr-defined]
-            else:
-                self._task.context = self._previous_attr  # type: ignore[attr-defined]
-        self._task = None
+        assert self._undo is not None, "scope.__exit__ without __enter__"
+        token, var_tokens, task, previous = self._undo
+        self._undo = None
+        current_mapping.reset(token)
+        for var, var_token in reversed(var_tokens):
+            var.reset(var_token)
+        if task is None:
+            untasked_writes.reset(previous)
+        elif previous is None:
+            del task.context
+        else:
+            task.context = previous
+
+
+class SeededScope(scope):
+    """A ``scope`` whose mapping ``seed(initial)`` makes, in which each variable of
+    ``var_values`` holds its value: for values worked out once and opened by many blocks."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        initial: Mapping[str, Any],
+        seed: Callable[[Mapping[str, Any]], Context],
+        var_values: VarValues = (),
+    ) -> None:
+        self._initial = initial  # type: ignore[assignment]
+        self._seed = seed
+        self._var_values = var_values
+        self._undo = None
