@@ -92,7 +92,8 @@ class Settings:
         return (
             f"request path: {http.rounds} rounds of {http.seconds} s, {http.connections} "
             f"connections per server; factories: {self.rounds} rounds, tasks.py's "
-            f"{'quick' if self.quick else 'full'} sizes, best of {self.passes} passes a round"
+            f"{'quick' if self.quick else 'full'} sizes, the best of {self.passes} timed "
+            "pass(es) a round"
         )
 
 
