@@ -4,13 +4,18 @@ VENV ?= .venv
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
 SOURCES := aioreqctx tests examples bench conftest.py noxfile.py
 
-.PHONY: lock demo serve test lint typecheck pytest test-all test-latest test-compat docs docs-serve bench bench-http bench-floors redis-server postgresql chromium wrk clean
+.PHONY: lock demo serve test lint typecheck pytest test-all test-latest test-compat docs docs-serve bench bench-http bench-floors bench-layouts redis-server postgresql chromium wrk clean FORCE
 
 # The dev/CI set is locked (every package, exact version and hash) in $(LOCK) by uv, which
 # also installs it: `make lock` refreshes the lock after a change to pyproject.toml.
 LOCK := requirements/dev.txt
 UV_VERSION := 0.13.9
 UV = $(VENV)/bin/uv
+
+# Issue 18's flat layout, before the move to folders, for bench/layouts.py (bench-layouts below).
+OLD_LAYOUT ?= 1f1ed29
+OLD_LAYOUT_DIR = $(VENV)-old-layout
+OLD_PYTHON = $(OLD_LAYOUT_DIR)/venv/bin/python
 
 $(VENV)/.installed: $(LOCK) pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -43,7 +48,7 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy --strict $(SOURCES)
 
-pytest: $(VENV)/.installed redis-server postgresql chromium wrk
+pytest: $(VENV)/.installed $(OLD_LAYOUT_DIR)/.installed redis-server postgresql chromium wrk
 	$(VENV)/bin/pytest
 
 # pytest on every CPython 3.11+ that pyenv has, each in its own .venv-<version>; SKIP_VERSION
@@ -120,6 +125,31 @@ wrk:
 bench-http: $(VENV)/.installed
 	$(call debian-package,wrk,bench/http_middleware.py,exit 1)
 	$(VENV)/bin/python bench/http_middleware.py --together
+
+# Issue 18: the flat layout before the move to folders (OLD_LAYOUT, git archive'd into
+# $(OLD_LAYOUT_DIR)/src) installed NOT editable, with the locked dev set, in a venv of its own
+# on $(VENV)'s Python, beside $(VENV): bench/layouts.py runs it side by side with this checkout.
+# The .commit file changes only when OLD_LAYOUT (set at the top) does, which rebuilds the rest.
+$(OLD_LAYOUT_DIR)/.commit: FORCE
+	@mkdir -p $(@D)
+	@git rev-parse --short $(OLD_LAYOUT)^{commit} | cmp -s - $@ || \
+	  git rev-parse --short $(OLD_LAYOUT)^{commit} > $@
+
+$(OLD_LAYOUT_DIR)/.installed: $(OLD_LAYOUT_DIR)/.commit $(VENV)/.installed
+	rm -rf $(OLD_LAYOUT_DIR)/src $(OLD_LAYOUT_DIR)/venv
+	mkdir -p $(OLD_LAYOUT_DIR)/src
+	git archive $$(cat $<) | tar -x -C $(OLD_LAYOUT_DIR)/src
+	$(UV) venv --quiet --python $(VENV)/bin/python $(OLD_LAYOUT_DIR)/venv
+	$(UV) pip sync --quiet --python $(OLD_PYTHON) --require-hashes $(LOCK)
+	$(UV) pip install --quiet --python $(OLD_PYTHON) --no-deps ./$(OLD_LAYOUT_DIR)/src
+	touch $@
+
+# Issue 18's check: no regression on the request path and the factories, both layouts in one run.
+bench-layouts: $(VENV)/.installed $(OLD_LAYOUT_DIR)/.installed
+	$(call debian-package,wrk,bench/layouts.py,exit 1)
+	$(VENV)/bin/python bench/layouts.py
+
+FORCE:
 
 # Instruction counts under valgrind's callgrind: the floors behind bench/tasks.py's ratios.
 bench-floors: $(VENV)/.installed

@@ -468,12 +468,23 @@ class Server:
         return f"http://{HOST}:{self.port}/"
 
 
+THIS_PROGRAM = (sys.executable, __file__)
+"""What runs ``serve`` by default: this file under this interpreter. bench/layouts.py also runs
+another checkout's http_middleware.py, under the venv that has that checkout installed."""
+
+
 @contextlib.contextmanager
 def running_server(
-    variant: Variant, loop_kind: str, cpu: int, handler: str = "hello", backend: str = ""
+    variant: Variant,
+    loop_kind: str,
+    cpu: int,
+    handler: str = "hello",
+    backend: str = "",
+    *,
+    program: tuple[str, ...] = THIS_PROGRAM,
 ) -> Iterator[Server]:
     """A server process for ``variant`` pinned to ``cpu``, on a free port; always stopped."""
-    command = ["taskset", "-c", str(cpu), sys.executable, __file__, "serve"]
+    command = ["taskset", "-c", str(cpu), *program, "serve"]
     command += ["--variant", variant.name, "--loop", loop_kind, "--port", "0"]
     command += ["--handler", handler, "--backend", backend]
     with tempfile.TemporaryFile("w+") as log:
@@ -653,18 +664,19 @@ def interleaved(
 ) -> list[list[Sample]]:
     """Per timed round, one sample per server (in ``servers`` order). Round 0 warms up.
 
-    One at a time, the order of runs rotates each round, spreading whatever one run leaves
-    behind (a warmer cache, a busier neighbour on the shared cores) over all variants.
+    The order of runs (one at a time) or of wrk's starts (together) rotates each round,
+    spreading whatever one run leaves behind (a warmer cache, a busier neighbour on the shared
+    cores) over all variants.
     """
     per_round = []
     for round_ in range(settings.rounds + 1):
+        shift = round_ % len(servers)
+        order = servers[shift:] + servers[:shift]
         if together:
-            samples = measure_together(servers, settings, wrk_cpu)
+            rotated = measure_together(order, settings, wrk_cpu)
         else:
-            shift = round_ % len(servers)
-            order = servers[shift:] + servers[:shift]
-            by_name = {server.variant.name: measure(server, settings, wrk_cpu) for server in order}
-            samples = [by_name[server.variant.name] for server in servers]
+            rotated = [measure(server, settings, wrk_cpu) for server in order]
+        samples = rotated[len(servers) - shift :] + rotated[: len(servers) - shift]
         if round_:
             per_round.append(samples)
         print(f"round {round_}/{settings.rounds} done", file=sys.stderr, flush=True)

@@ -116,6 +116,28 @@ def test_quick_http_benchmark_serves_the_realistic_handler() -> None:
     assert "realistic handler" in stdout
 
 
+OLD_LAYOUT = Path(f"{sys.prefix}-old-layout")  # bench/layouts.py's default --old
+
+
+@needs_wrk
+@pytest.mark.skipif(
+    not (OLD_LAYOUT / ".installed").exists(),
+    reason=f"bench/layouts.py needs the old layout: make pytest builds it ({OLD_LAYOUT.name})",
+)
+def test_quick_layouts_benchmark_compares_both_layouts_on_every_case() -> None:
+    stdout = run_bench("layouts.py", timeout=240)
+    rows = table_rows(stdout)
+    ours = ("aioreqctx", "aioreqctx setup", "aioreqctx task_factory", "aioreqctx.get")
+    for name in (*ours, "aioreqctx copying_task_factory", "aioreqctx.set"):
+        assert rows[name][3].endswith("x"), rows[name]  # new/old, median over rounds
+        assert rows[name][-1] in ("PASS", "FAIL"), rows[name]
+    for name in ("bare", "floor (no factory)", "ContextVar.get (raw)"):
+        assert rows[name][-1] == "noise check", rows[name]
+    assert stdout.count("aioreqctx chainmap_task_factory") == 2  # one at a time, fan-out
+    assert f"aioreqctx from {OLD_LAYOUT.resolve()}/venv/" in stdout
+    assert "No regression (every aioreqctx row's median new/old <= 1.05x): " in stdout
+
+
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="server and driver need two cores")
 def test_quick_memory_benchmark_samples_the_servers_rss() -> None:
     stdout = run_bench("memory.py", timeout=240)
