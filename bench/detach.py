@@ -5,7 +5,8 @@ In a request-like context holding three immutable values (an X-Request-ID string
 1. spawn: ``await aioreqctx.detached(noop())`` against ``await loop.create_task(noop())`` under
    ``copying_task_factory``, per task, on the asyncio and the uvloop event loop;
 2. hand-off: ``capture()`` then ``with captured.activate(): pass`` against
-   ``with aioreqctx.scope(values): pass``, per pair, outside any event loop.
+   ``with aioreqctx.scope(values): pass``, per pair, outside any event loop; and the worker's
+   side alone (one capture, activated once per item) against the same scope.
 
 Each case runs once per round in an order rotated each round, after one warm-up round, with the
 garbage collector off; the table gives the min and the median over rounds, ratios use the min.
@@ -66,6 +67,17 @@ def hand_off(count: int) -> float:
         return perf_counter() - start
 
 
+def activate_only(count: int) -> float:
+    """The worker's side alone: one capture (the enqueuer's), activated once per item."""
+    with aioreqctx.scope(SEED):
+        captured = aioreqctx.capture()
+    start = perf_counter()
+    for _ in range(count):
+        with captured.activate():
+            pass
+    return perf_counter() - start
+
+
 def plain_scope(count: int) -> float:
     start = perf_counter()
     for _ in range(count):
@@ -116,6 +128,7 @@ def main() -> None:
         cases[f"{loop_name}: create_task, copying_task_factory"] = on_loop(loop_name, spawn_copying)
         cases[f"{loop_name}: detached()"] = on_loop(loop_name, spawn_detached)
     cases["capture() + activate()"] = hand_off
+    cases["activate() alone"] = activate_only
     cases["scope(values)"] = plain_scope
     samples = measure(cases, count, rounds)
     print(f"{'case':48} {'min µs':>8} {'median µs':>10}")
@@ -131,6 +144,7 @@ def main() -> None:
             for loop in LOOPS
         ),
         ("capture() + activate() / scope()", "capture() + activate()", "scope(values)"),
+        ("activate() alone / scope()", "activate() alone", "scope(values)"),
     ]
     for label, ours, baseline in pairs:
         ratio = min(samples[ours]) / min(samples[baseline])
