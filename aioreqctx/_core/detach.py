@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from .. import keys
-from .factories import builds_plain_tasks
+from .factories import PLAIN_FACTORIES
 from .snapshot import COPIED_AS_IS, snapshot
 from .store import Context, SeededScope, VarValues, current_mapping, running_loop, scope
 
@@ -79,12 +79,13 @@ def detached(coro: Coroutine[Any, Any, T], *, name: str | None = None) -> asynci
         if context.get(var, empty) is not empty:
             context.run(var.set, empty)
     task: asyncio.Task[T]
-    if builds_plain_tasks(loop.get_task_factory()):  # what the factory would build, for less
+    if loop.get_task_factory() in PLAIN_FACTORIES:  # what the factory would build, for less
         task = _Task(coro, loop=loop, name=name, context=context)
     else:  # another library's factory, or an eager one: let it build the task in that Context
         task = loop.create_task(coro, name=name, context=context)
-    if getattr(task, "context", None) is None:
-        task.context = mapping  # type: ignore[attr-defined]
+        if getattr(task, "context", None) is not None:  # the factory's (or its eager start's)
+            return task
+    task.context = mapping  # type: ignore[attr-defined]
     return task
 
 

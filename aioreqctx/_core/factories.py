@@ -98,19 +98,15 @@ _NOTHING_GIVEN = ({"context": None}, {"context": None, "eager_start": None})
 _dispatchers: set[CodeType] = set()
 _Task = asyncio.Task
 
-_plain_factories: set[object] = {None}
-
-
-def builds_plain_tasks(factory: object) -> bool:
-    """Whether ``factory`` (``loop.get_task_factory()``) gives a task passed ``context=`` a
-    plain ``asyncio.Task`` in that Context owning the mapping the Context holds, as if there
-    were no factory: then ``detached()`` builds the task itself and skips the factory's work."""
-    return factory in _plain_factories
+PLAIN_FACTORIES: set[object] = {None}
+"""Factories (as ``loop.get_task_factory()`` returns them; None for none) that give a task passed
+``context=`` a plain ``asyncio.Task`` in that Context, owning the mapping the Context holds, as if
+there were no factory: ``detached()`` then builds its task itself and skips the factory's work."""
 
 
 def plain_task_factory(factory: TaskFactoryT) -> TaskFactoryT:
-    """Mark a factory that ``builds_plain_tasks`` (any ``Inherit`` policy with no options)."""
-    _plain_factories.add(factory)
+    """Add ``factory`` to ``PLAIN_FACTORIES`` (any ``Inherit`` policy with no options is)."""
+    PLAIN_FACTORIES.add(factory)
     return factory
 
 
