@@ -7,6 +7,7 @@ import contextvars
 import gc
 import inspect
 import sys
+from functools import partial
 from typing import Any
 
 import pytest
@@ -556,3 +557,39 @@ def test_children_of_a_request_hold_no_more_tracked_objects_than_elsewhere(
     in_request, plain = run(loop_factory, main)
     assert in_request <= 8.01, in_request
     assert in_request <= plain + 1.01, (in_request, plain)
+
+
+def test_a_policy_that_raises_leaves_no_task_behind(loop_factory: LoopFactory) -> None:
+    """The task is built before its mapping; when the policy fails the task never runs, its
+    coroutine is closed and nothing is logged."""
+    ran: list[str] = []
+
+    async def child() -> None:
+        ran.append("child")
+
+    def broken(parent: Any) -> Any:
+        raise LookupError("no mapping for you")
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(partial(context.compat.task_factory, context_factory=broken))
+        coro = child()
+        try:
+            with pytest.raises(LookupError, match="no mapping"):
+                loop.create_task(coro)  # noqa: RUF006 - it raises
+        finally:
+            loop.set_task_factory(None)
+        assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return ran
+
+    errors: list[dict[str, Any]] = []
+    loop = loop_factory()
+    loop.set_exception_handler(lambda _loop, error: errors.append(error))
+    try:
+        assert loop.run_until_complete(main()) == []
+    finally:
+        loop.close()
+    gc.collect()
+    assert errors == []

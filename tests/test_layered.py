@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import pytest
 import structlog
 from aiohttp import web
 from hypothesis import given
@@ -94,6 +95,82 @@ def test_every_layer_reads_like_a_plain_chainmap(ops: list[Any]) -> None:
             for key in "abcd":
                 assert layer.get(key, "missing") == reference.get(key, "missing")
                 assert (key in layer) == (key in reference)
+
+
+TREE_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("spawn"), st.integers(-1, 7)),
+        st.tuples(st.just("set"), st.integers(0, 7), KEYS, st.integers()),
+        st.tuples(st.just("delete"), st.integers(0, 7), KEYS),
+        st.tuples(st.just("clear"), st.integers(0, 7)),
+        st.tuples(st.just("maps"), st.integers(0, 7)),
+        st.tuples(st.just("root_set"), KEYS, st.integers()),
+    ),
+    max_size=40,
+)
+
+
+@given(TREE_OPS)
+def test_lazy_layers_read_like_chainmaps_made_at_spawn(ops: list[Any]) -> None:
+    """Layers the factory makes hold nothing of their own until a write (or ``maps``) needs it:
+    a tree of them, spawned from written and unwritten layers alike, reads as the model says
+    (each layer: the root, then every ancestor's own writes, then its own)."""
+    root: dict[str, Any] = {}
+    layers: list[LayeredContext] = []
+    parents: list[int] = []  # -1: the root
+    own: list[dict[str, Any]] = []
+
+    def expected(index: int) -> dict[str, Any]:
+        if index < 0:
+            return dict(root)
+        return {**expected(parents[index]), **own[index]}
+
+    for op in ops:
+        if op[0] == "spawn":
+            parent = op[1] if op[1] < len(layers) else -1
+            layers.append(layer_over(root if parent < 0 else layers[parent]))
+            parents.append(parent)
+            own.append({})
+            continue
+        if op[0] == "root_set":
+            in_context_of(root, context.set, op[1], op[2])
+        elif op[1] >= len(layers):
+            continue
+        elif op[0] == "set":
+            layers[op[1]][op[2]] = op[3]
+            own[op[1]][op[2]] = op[3]
+        elif op[0] == "delete":
+            if op[2] in own[op[1]]:
+                del layers[op[1]][op[2]]
+                del own[op[1]][op[2]]
+            else:
+                with pytest.raises(KeyError):
+                    del layers[op[1]][op[2]]
+        elif op[0] == "clear":
+            layers[op[1]].clear()
+            own[op[1]].clear()
+        elif op[0] == "maps":
+            assert layers[op[1]].maps[0] == own[op[1]]
+        for index, layer in enumerate(layers):
+            assert dict(layer) == expected(index)
+            assert list(layer) == list(expected(index))
+            for key in "abcd":
+                assert layer.get(key, "missing") == expected(index).get(key, "missing")
+
+
+def test_a_child_that_never_writes_holds_no_maps_until_asked() -> None:
+    root: dict[str, Any] = {"X-Request-ID": "r"}
+    child = layer_over(root)
+    grandchild = layer_over(child)  # the child spawns: it gets its own layer now
+    assert vars(grandchild).keys() == {"_below", "_lineage"}  # no list, no dict of its own
+    root["late"] = 1
+    layered.note_write(root)
+    assert grandchild["late"] == 1
+    assert grandchild["X-Request-ID"] == "r"
+    assert grandchild.maps == [{}, {}, root]  # made on first use, ChainMap's shape
+    grandchild["own"] = True
+    assert "own" not in child
+    assert grandchild.maps[0] == {"own": True}
 
 
 def test_chainmap_api_still_works() -> None:

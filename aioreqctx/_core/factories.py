@@ -68,7 +68,7 @@ def layer_over(parent: Context | None) -> Context:
     """The child gets a ChainMap layer: its writes shadow, the parent's later writes show."""
     if parent is None:
         return LayeredContext()
-    if isinstance(parent, LayeredContext):
+    if type(parent) is LayeredContext or isinstance(parent, LayeredContext):  # ABC check: slow
         return parent.new_layer()
     return LayeredContext.over(parent)
 
