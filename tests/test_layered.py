@@ -249,6 +249,20 @@ def test_lineages_of_finished_requests_leave_the_registry() -> None:
     assert len(layered._lineage_of_root) <= 130
 
 
+def test_a_write_after_the_layers_are_gone_drops_the_roots_entry() -> None:
+    """A request whose children have finished pays nothing more for them on its next ``set``."""
+    root: dict[str, Any] = {"X-Request-ID": "r"}
+    layer = layer_over(root)
+    assert id(root) in layered._lineage_of_root
+    in_context_of(root, context.set, "a", 1)  # its layer is alive: the entry stays
+    assert id(root) in layered._lineage_of_root
+    del layer
+    gc.collect()
+    in_context_of(root, context.set, "b", 2)
+    assert id(root) not in layered._lineage_of_root
+    assert layer_over(root).get("b") == 2  # a new child registers it again
+
+
 def test_the_first_metrics_increment_reaches_a_chainmap_child_that_already_read(
     loop_factory: LoopFactory,
 ) -> None:

@@ -70,8 +70,14 @@ def note_write(mapping: object) -> None:
     """``mapping`` was just written: refresh the views of the layers built over it, if any."""
     if _lineage_of_root:  # no ChainMap anywhere: the dict-mode ``set`` pays one test
         ref = _lineage_of_root.get(id(mapping))
-        if ref is not None and (lineage := ref()) is not None:
-            lineage.tick = next(_ticks)
+        if ref is not None:
+            lineage = ref()
+            if lineage is not None:
+                lineage.tick = next(_ticks)
+            else:  # its layers are gone: later writes need not look (a request's next sets)
+                with _registry_lock:
+                    if _lineage_of_root.get(id(mapping)) is ref:
+                        del _lineage_of_root[id(mapping)]
 
 
 def lineage_of(root: object) -> Lineage:

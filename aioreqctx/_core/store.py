@@ -72,14 +72,18 @@ def _find_loop() -> asyncio.AbstractEventLoop | None:
     """The C lookup, its answer cached when it is an asyncio loop (3.11). Other loops (uvloop's)
     keep their thread private: they take the lookup each time, and skip the type test after
     the first."""
-    global cached_loop, _other_loop
     loop = _lookup()
     if loop is not _other_loop and loop is not None:
-        if isinstance(loop, _BaseEventLoop):
-            cached_loop = loop
-        else:
-            _other_loop = loop
+        _remember(loop)
     return loop
+
+
+def _remember(loop: asyncio.AbstractEventLoop) -> None:
+    global cached_loop, _other_loop
+    if isinstance(loop, _BaseEventLoop):
+        cached_loop = loop
+    else:
+        _other_loop = loop
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
@@ -155,7 +159,9 @@ def set(key: str, value: Any) -> None:  # noqa: A001 - the aiotask-context name
     mapping = current_mapping.get(None)
     loop = cached_loop  # running_loop() inline
     if not CACHING_LOOPS or loop._thread_id != get_ident():
-        loop = _find_loop()
+        loop = _lookup()  # _find_loop() inline: uvloop's loops on 3.11 take this path each time
+        if CACHING_LOOPS and loop is not _other_loop and loop is not None:
+            _remember(loop)
     try:
         owned = current_task_of(loop).context is mapping  # type: ignore[union-attr]
     except (AttributeError, RuntimeError):  # no loop, no task, or a mapping only inherited
