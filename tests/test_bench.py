@@ -122,7 +122,7 @@ OLD_LAYOUT = Path(f"{sys.prefix}-old-layout")  # bench/layouts.py's default --ol
 @needs_wrk
 @pytest.mark.skipif(
     not (OLD_LAYOUT / ".installed").exists(),
-    reason=f"bench/layouts.py needs the old layout: make pytest builds it ({OLD_LAYOUT.name})",
+    reason=f"bench/layouts.py needs the old layout: make old-layout builds it ({OLD_LAYOUT.name})",
 )
 def test_quick_layouts_benchmark_compares_both_layouts_on_every_case() -> None:
     stdout = run_bench("layouts.py", timeout=240)

@@ -59,25 +59,40 @@ _new_object = object.__new__
 # A tick that no clock ever shows: a new layer builds its view on its first read.
 _UNBUILT: tuple[int, dict[str, Any]] = (-1, {})
 
-# id(root) -> its lineage. Weak, so a request's entry goes with its last layer; dead entries are
-# swept when the registry has doubled since the last sweep.
-_lineage_of_root: dict[int, weakref.ref[Lineage]] = {}
-_registry_lock = threading.Lock()
-_sweep_at = 64
+# id(root) -> its lineage, while it lives: an entry leaves when its lineage dies (with the last
+# layer over its root), so ``set`` on a mapping with no layers over it finds the registry empty.
+_lineage_of_root: dict[int, _RootRef] = {}
+# Reentrant: a lineage can die (and its entry leave) during a collection that a registration
+# in the same thread triggers while holding it.
+_registry_lock = threading.RLock()
+
+
+class _RootRef(weakref.ref[Lineage]):
+    """A registry entry, which knows the key it is filed under."""
+
+    __slots__ = ("key",)
+    key: int
+
+    def __new__(cls, lineage: Lineage, key: int) -> _RootRef:
+        entry = super().__new__(cls, lineage, _forget)
+        entry.key = key
+        return entry
+
+
+def _forget(entry: weakref.ref[Lineage]) -> None:
+    """The lineage of ``entry`` died: remove it, unless its key has been filed anew meanwhile."""
+    assert isinstance(entry, _RootRef)
+    with _registry_lock:
+        if _lineage_of_root.get(entry.key) is entry:
+            del _lineage_of_root[entry.key]
 
 
 def note_write(mapping: object) -> None:
     """``mapping`` was just written: refresh the views of the layers built over it, if any."""
     if _lineage_of_root:  # no ChainMap anywhere: the dict-mode ``set`` pays one test
         ref = _lineage_of_root.get(id(mapping))
-        if ref is not None:
-            lineage = ref()
-            if lineage is not None:
-                lineage.tick = next(_ticks)
-            else:  # its layers are gone: later writes need not look (a request's next sets)
-                with _registry_lock:
-                    if _lineage_of_root.get(id(mapping)) is ref:
-                        del _lineage_of_root[id(mapping)]
+        if ref is not None and (lineage := ref()) is not None:
+            lineage.tick = next(_ticks)
 
 
 def lineage_of(root: object) -> Lineage:
@@ -86,18 +101,12 @@ def lineage_of(root: object) -> Lineage:
     lineage = None if ref is None else ref()
     if lineage is not None:
         return lineage
-    global _sweep_at
     with _registry_lock:
         ref = _lineage_of_root.get(id(root))
         lineage = None if ref is None else ref()
         if lineage is None:
             lineage = Lineage(root)
-            _lineage_of_root[id(root)] = weakref.ref(lineage)
-            if len(_lineage_of_root) >= _sweep_at:
-                dead = [key for key, entry in _lineage_of_root.items() if entry() is None]
-                for key in dead:
-                    del _lineage_of_root[key]
-                _sweep_at = max(64, 2 * len(_lineage_of_root))
+            _lineage_of_root[id(root)] = _RootRef(lineage, id(root))
     return lineage
 
 

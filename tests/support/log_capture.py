@@ -29,8 +29,10 @@ class ListHandler(logging.Handler):
 
 @contextmanager
 def attached(logger_name: str, handler: logging.Handler) -> Iterator[logging.Logger]:
-    """``handler`` on a non-propagating DEBUG logger for the block, removed afterwards."""
+    """``handler`` on a non-propagating DEBUG logger for the block; the logger's level and
+    propagation are as before afterwards, so later tests see the logging set-up they expect."""
     logger = logging.getLogger(logger_name)
+    level, propagate = logger.level, logger.propagate
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
     logger.addHandler(handler)
@@ -38,6 +40,8 @@ def attached(logger_name: str, handler: logging.Handler) -> Iterator[logging.Log
         yield logger
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def stream_lines(stream: io.StringIO) -> list[str]:
