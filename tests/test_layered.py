@@ -167,6 +167,9 @@ def test_a_child_that_never_writes_holds_no_maps_until_asked() -> None:
     layered.note_write(root)
     assert grandchild["late"] == 1
     assert grandchild["X-Request-ID"] == "r"
+    assert grandchild
+    assert bool(layer_over({})) is False
+    assert vars(grandchild).keys() == {"_below", "_lineage"}  # reading made nothing of its own
     assert grandchild.maps == [{}, {}, root]  # made on first use, ChainMap's shape
     grandchild["own"] = True
     assert "own" not in child

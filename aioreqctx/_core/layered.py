@@ -201,6 +201,9 @@ class LayeredContext(ChainMap[str, Any]):
     def __len__(self) -> int:
         return len(self._flat())
 
+    def __bool__(self) -> bool:  # ChainMap asks `maps`, which would make a lazy layer its own
+        return bool(self._flat())
+
     def __setitem__(self, key: str, value: Any) -> None:
         self.maps[0][key] = value
         self._lineage.tick = next(_ticks)
