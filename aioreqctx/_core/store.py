@@ -277,7 +277,10 @@ class scope(SyncOrAsync[Context]):  # noqa: N801 - used like contextlib's lower-
     read it from), as ``scope({aioreqctx.REQUEST_ID: ...})``.
     """
 
-    __slots__ = ("_initial", "_seed", "_undo", "_var_values")
+    __slots__ = ("_initial", "_previous_attr", "_task", "_token", "_untasked_token")
+
+    _seed: Callable[[Mapping[str, Any]], Context] = dict
+    """What makes the block's mapping from ``_initial`` (a subclass may mark it as its own)."""
 
     def __init__(self, initial: Mapping[str, Any] | None = None, /, **values: Any) -> None:
         self._initial = {**(initial or {}), **values}
@@ -288,47 +291,45 @@ class scope(SyncOrAsync[Context]):  # noqa: N801 - used like contextlib's lower-
                     "scope(): request_id= and aioreqctx.REQUEST_ID "
                     f"({keys.REQUEST_ID!r}) both given, with different values"
                 )
-        self._seed: Callable[[Mapping[str, Any]], Context] = dict
-        self._var_values: VarValues = ()
-        self._undo: tuple[Any, ...] | None = None
+        self._token: Token[Context] | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._previous_attr: Any = _UNSET
+        self._untasked_token: Token[Context] | None = None
 
     def __enter__(self) -> Context:
-        if self._undo is not None:
+        if self._token is not None:
             raise RuntimeError("this aioreqctx.scope is already open; create a new one per use")
         mapping = self._seed(self._initial)
-        token = current_mapping.set(mapping)
-        var_tokens: tuple[tuple[ContextVar[Any], Token[Any]], ...] = ()
-        for var, value in self._var_values:
-            if var.get(_UNSET) is not value:  # usually none differs: nothing to set back
-                var_tokens += ((var, var.set(value)),)
-        task = running_task()
-        if task is None:  # a thread's own unit of work (a Celery task): its writes go here
-            self._undo = (token, var_tokens, None, untasked_writes.set(mapping))
-        else:
-            self._undo = (token, var_tokens, task, _context_attribute(task))
-            task.context = mapping  # type: ignore[attr-defined]
+        self._token = current_mapping.set(mapping)
+        self._task = running_task()
+        if self._task is not None:
+            previous = _context_attribute(self._task)
+            self._previous_attr = _UNSET if previous is None else previous
+            self._task.context = mapping  # type: ignore[attr-defined]
+        else:  # a thread's own unit of work (a Celery task): its writes go into this mapping
+            self._untasked_token = untasked_writes.set(mapping)
         return mapping
 
     def __exit__(self, *exc_info: object) -> None:
-        assert self._undo is not None, "scope.__exit__ without __enter__"
-        token, var_tokens, task, previous = self._undo
-        self._undo = None
-        current_mapping.reset(token)
-        for var, var_token in reversed(var_tokens):
-            var.reset(var_token)
-        if task is None:
-            untasked_writes.reset(previous)
-        elif previous is None:
-            del task.context
-        else:
-            task.context = previous
+        assert self._token is not None, "scope.__exit__ without __enter__"
+        current_mapping.reset(self._token)
+        self._token = None
+        if self._untasked_token is not None:
+            untasked_writes.reset(self._untasked_token)
+            self._untasked_token = None
+        if self._task is not None:
+            if self._previous_attr is _UNSET:
+                del self._task.context  # type: ignore[attr-defined]
+            else:
+                self._task.context = self._previous_attr  # type: ignore[attr-defined]
+        self._task = None
 
 
 class SeededScope(scope):
     """A ``scope`` whose mapping ``seed(initial)`` makes, in which each variable of
     ``var_values`` holds its value: for values worked out once and opened by many blocks."""
 
-    __slots__ = ()
+    __slots__ = ("_seed", "_var_tokens", "_var_values")
 
     def __init__(
         self,
@@ -339,4 +340,22 @@ class SeededScope(scope):
         self._initial = initial  # type: ignore[assignment]
         self._seed = seed
         self._var_values = var_values
-        self._undo = None
+        self._var_tokens: list[tuple[ContextVar[Any], Token[Any]]] | None = None
+        self._token = self._task = self._untasked_token = None
+        self._previous_attr = _UNSET
+
+    def __enter__(self) -> Context:
+        mapping = scope.__enter__(self)  # explicit: cheaper than super() here
+        for var, value in self._var_values:
+            if var.get(_UNSET) is not value:  # usually none differs: nothing to set back
+                if self._var_tokens is None:
+                    self._var_tokens = []
+                self._var_tokens.append((var, var.set(value)))
+        return mapping
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._var_tokens is not None:
+            for var, token in reversed(self._var_tokens):
+                var.reset(token)
+            self._var_tokens = None
+        scope.__exit__(self, *exc_info)
