@@ -280,7 +280,7 @@ class scope(SyncOrAsync[Context]):  # noqa: N801 - used like contextlib's lower-
     __slots__ = ("_initial", "_previous_attr", "_task", "_token", "_untasked_token")
 
     _seed: Callable[[Mapping[str, Any]], Context] = dict
-    """What makes the block's mapping from ``_initial`` (a subclass may mark it as its own)."""
+    """What makes the block's mapping from ``_initial`` (``SeededScope`` overrides it)."""
 
     def __init__(self, initial: Mapping[str, Any] | None = None, /, **values: Any) -> None:
         self._initial = {**(initial or {}), **values}
@@ -326,32 +326,32 @@ class scope(SyncOrAsync[Context]):  # noqa: N801 - used like contextlib's lower-
 
 
 class SeededScope(scope):
-    """A ``scope`` whose mapping ``seed(initial)`` makes, in which each variable of
+    """A ``scope`` whose mapping ``copy(initial)`` makes, in which each variable of
     ``var_values`` holds its value: for values worked out once and opened by many blocks."""
 
-    __slots__ = ("_seed", "_var_tokens", "_var_values")
+    __slots__ = ("_copy", "_var_tokens", "_var_values")
 
     def __init__(
         self,
         initial: Mapping[str, Any],
-        seed: Callable[[Mapping[str, Any]], Context],
+        copy: Callable[[Mapping[str, Any]], Context],
         var_values: VarValues = (),
     ) -> None:
         self._initial = initial  # type: ignore[assignment]
-        self._seed = seed
+        self._copy = copy
         self._var_values = var_values
         self._var_tokens: list[tuple[ContextVar[Any], Token[Any]]] | None = None
         self._token = self._task = self._untasked_token = None
         self._previous_attr = _UNSET
 
-    def __enter__(self) -> Context:
-        mapping = scope.__enter__(self)  # explicit: cheaper than super() here
+    def _seed(self, initial: Mapping[str, Any]) -> Context:
+        """``scope.__enter__`` calls it first: the variables are set here, with no call more."""
         for var, value in self._var_values:
             if var.get(_UNSET) is not value:  # usually none differs: nothing to set back
                 if self._var_tokens is None:
                     self._var_tokens = []
                 self._var_tokens.append((var, var.set(value)))
-        return mapping
+        return self._copy(initial)
 
     def __exit__(self, *exc_info: object) -> None:
         if self._var_tokens is not None:
