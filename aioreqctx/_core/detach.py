@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from .. import keys
 from .factories import PLAIN_FACTORIES
-from .snapshot import COPIED_AS_IS, snapshot
+from .snapshot import flat_copy, snapshot
 from .store import Context, SeededScope, VarValues, current_mapping, running_loop, scope
 
 T = TypeVar("T")
@@ -141,12 +141,12 @@ class Captured:
 def capture() -> Captured:
     """A snapshot of the current unit's context (its ID and values, deep-copied as
     ``copying_task_factory`` copies), to hand to a long-lived worker with the work."""
-    current = current_mapping.get(None)
-    values = {} if current is None else dict(current)
-    values[_HANDED_OFF] = True
+    current = current_mapping.get({})
+    values = flat_copy(current)
     copy: Callable[[Mapping[str, Any]], Context] = dict
-    if not COPIED_AS_IS.issuperset(map(type, values.values())):
-        values, copy = snapshot(values), snapshot
+    if values is None:  # a mutable value: each activation copies it deeply again
+        values, copy = snapshot(current), snapshot
+    values[_HANDED_OFF] = True
     var_values: VarValues = ()
     for var, empty in _unit_vars:
         var_values += ((var, var.get(empty)),)
