@@ -54,14 +54,21 @@ def _table(headings: tuple[str, ...], rows: list[str], empty: str) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+def _identity(entry: Any) -> list[str]:
+    """The cells both tables start with: the request ID, the method and the path."""
+    return [
+        f"<code>{_text(entry.get('request_id'))}</code>",
+        _text(entry.get("method")),
+        _text(entry.get("path")),
+    ]
+
+
 def render_page(data: Any) -> str:
     """The page for ``InFlightRegistry.to_dict(chains=True)``'s data (made JSON-safe)."""
     running = [
         _row(
             [
-                f"<code>{_text(entry.get('request_id'))}</code>",
-                _text(entry.get("method")),
-                _text(entry.get("path")),
+                *_identity(entry),
                 _text(entry.get("route")),
                 _text(entry.get("age_seconds")),
                 _text(entry.get("current_operation")),
@@ -73,9 +80,7 @@ def render_page(data: Any) -> str:
     recent = [
         _row(
             [
-                f"<code>{_text(entry.get('request_id'))}</code>",
-                _text(entry.get("method")),
-                _text(entry.get("path")),
+                *_identity(entry),
                 _text(entry.get("status")),
                 _text(entry.get("error")),
                 _text(entry.get("duration_ms")),
