@@ -44,14 +44,8 @@ def stdlib_at_info() -> Iterator[ListHandler]:
     """``tests.buffer`` at INFO (its handler at NOTSET), stamping each line's request_id."""
     handler = ListHandler("%(levelname)s %(request_id)s %(message)s")
     handler.addFilter(aioreqctx.RequestContextFilter())
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    log.addHandler(handler)
-    try:
+    with attached(log.name, handler, logging.INFO):
         yield handler
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(logging.NOTSET)
 
 
 @contextmanager

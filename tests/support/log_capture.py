@@ -28,19 +28,21 @@ class ListHandler(logging.Handler):
 
 
 @contextmanager
-def attached(logger_name: str, handler: logging.Handler) -> Iterator[logging.Logger]:
-    """``handler`` on a non-propagating DEBUG logger for the block; the logger's level and
-    propagation are as before afterwards, so later tests see the logging set-up they expect."""
+def attached(
+    logger_name: str, handler: logging.Handler, level: int = logging.DEBUG
+) -> Iterator[logging.Logger]:
+    """``handler`` on a non-propagating logger at ``level`` for the block; the logger's level
+    and propagation are as before afterwards, so later tests see the logging set-up they expect."""
     logger = logging.getLogger(logger_name)
-    level, propagate = logger.level, logger.propagate
-    logger.setLevel(logging.DEBUG)
+    previous_level, propagate = logger.level, logger.propagate
+    logger.setLevel(level)
     logger.propagate = False
     logger.addHandler(handler)
     try:
         yield logger
     finally:
         logger.removeHandler(handler)
-        logger.setLevel(level)
+        logger.setLevel(previous_level)
         logger.propagate = propagate
 
 
